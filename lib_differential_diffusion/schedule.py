@@ -1,0 +1,179 @@
+"""When each pixel is released: A1111's img2img start rule, applied per pixel.
+
+Plain img2img at denoising strength ``s`` starts sampling part-way down the
+noise schedule (``sd_samplers_common.setup_img2img_steps``). Differential
+Diffusion gives every pixel its own strength ``v * s``; a pixel is *released*
+at the first step of the run whose noise level is no higher than the level at
+which plain img2img at its strength would start, and is pinned to the
+re-noised original before that.
+
+Levels are what the sampler passes to its denoiser: sigma for k-diffusion
+samplers, the timestep for DDIM/PLMS/UniPC. Both fall as sampling proceeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+# Release step of a pixel that is never released (strength 0, or a strength
+# whose img2img run would have no sampling step in this run).
+NEVER = torch.iinfo(torch.int32).max
+
+# With img2img_fix_steps, plain img2img at a tiny strength builds a schedule of
+# steps / strength entries; past this many, the pixel counts as unchanged
+# instead of building a huge table (A1111's timestep table stops at 1000).
+MAX_TOTAL_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class Img2ImgStart:
+    """Where plain A1111 img2img starts: the schedule length and ``t_enc``."""
+
+    total_steps: int
+    t_enc: int
+
+
+def img2img_start(strength: float, steps: int, fix_steps: bool) -> Img2ImgStart:
+    """``sd_samplers_common.setup_img2img_steps`` of A1111 v1.10.1, verbatim in effect."""
+    if fix_steps:
+        total = int(steps / min(strength, 0.999)) if strength > 0 else 0
+        return Img2ImgStart(total, steps - 1)
+    return Img2ImgStart(steps, int(min(strength, 0.999) * steps))
+
+
+class NoiseLevels(Protocol):
+    """One sampler family's view of the schedule (see the two classes below)."""
+
+    def start_level(self, start: Img2ImgStart) -> float:
+        """Noise level of the latent plain img2img starts from."""
+
+    def step_levels(self, start: Img2ImgStart) -> torch.Tensor:
+        """Per run step: the level of the state at the step's start (falling)."""
+
+    def eval_levels(self, start: Img2ImgStart) -> torch.Tensor:
+        """Per run step: the level at which the step's first model call happens."""
+
+
+class SigmaLevels:
+    """k-diffusion samplers: ``sigma_sched = sigmas[steps - t_enc - 1:]``, state = x0 + sigma * noise.
+
+    ``sigmas_for_steps(n)`` must return the host's schedule for ``n`` steps
+    (``KDiffusionSampler.get_sigmas``), ending with 0.
+    """
+
+    def __init__(self, sigmas_for_steps: Callable[[int], torch.Tensor]) -> None:
+        self._sigmas_for_steps = sigmas_for_steps
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def sigmas(self, total_steps: int) -> torch.Tensor:
+        if total_steps not in self._cache:
+            self._cache[total_steps] = self._sigmas_for_steps(total_steps).detach().to("cpu", torch.float64)
+        return self._cache[total_steps]
+
+    def start_level(self, start: Img2ImgStart) -> float:
+        if start.total_steps > MAX_TOTAL_STEPS:
+            return 0.0
+        return float(self.sigmas(start.total_steps)[start.total_steps - start.t_enc - 1])
+
+    def step_levels(self, start: Img2ImgStart) -> torch.Tensor:
+        # t_enc + 1 steps, each from sigma_sched[i] to sigma_sched[i + 1].
+        return self.sigmas(start.total_steps)[start.total_steps - start.t_enc - 1 : -1]
+
+    def eval_levels(self, start: Img2ImgStart) -> torch.Tensor:
+        return self.step_levels(start)
+
+
+class TimestepLevels:
+    """A1111's timestep samplers (``sd_samplers_timesteps``).
+
+    ``timesteps = clip(range(0, 1000, 1000 // steps) + 1, 0, 999)``; img2img
+    noises the start latent at ``timesteps[t_enc]`` and its loop calls the
+    model at ``timesteps[t_enc - 1]`` down to ``timesteps[1]``: the state is
+    always one table entry above the timestep it is evaluated at.
+    ``timesteps_for_steps(n)`` must return the host's table (``get_timesteps``).
+    """
+
+    def __init__(self, timesteps_for_steps: Callable[[int], torch.Tensor]) -> None:
+        self._timesteps_for_steps = timesteps_for_steps
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def timesteps(self, total_steps: int) -> torch.Tensor:
+        if total_steps not in self._cache:
+            self._cache[total_steps] = self._timesteps_for_steps(total_steps).detach().to("cpu", torch.float64)
+        return self._cache[total_steps]
+
+    def start_level(self, start: Img2ImgStart) -> float:
+        if start.total_steps > MAX_TOTAL_STEPS:
+            return 0.0
+        return float(self.timesteps(start.total_steps)[start.t_enc])
+
+    def step_levels(self, start: Img2ImgStart) -> torch.Tensor:
+        # t_enc - 1 steps; step i's state sits at timesteps[t_enc - i].
+        return self.timesteps(start.total_steps)[2 : start.t_enc + 1].flip(0)
+
+    def eval_levels(self, start: Img2ImgStart) -> torch.Tensor:
+        return self.timesteps(start.total_steps)[1 : start.t_enc].flip(0)
+
+    def state_timestep(self, start: Img2ImgStart, call_timesteps: torch.Tensor) -> torch.Tensor:
+        """Timestep of the state a call at ``call_timesteps`` works on: the next table entry up."""
+        table = self.timesteps(start.total_steps)
+        above = torch.searchsorted(table, call_timesteps.detach().to("cpu", torch.float64).contiguous(), right=True)
+        return table[above.clamp(max=len(table) - 1)].long()
+
+
+def release_steps(
+    pixel_strengths: torch.Tensor,
+    levels: NoiseLevels,
+    *,
+    steps: int,
+    run_strength: float,
+    fix_steps: bool,
+) -> torch.Tensor:
+    """Release step of every pixel (int32, same shape), ``NEVER`` for never.
+
+    ``pixel_strengths`` holds each pixel's own denoising strength (map * slider),
+    ideally float64 so that products like 0.7 * 10 floor exactly as A1111's
+    Python floats do. A pixel is released at the first run step whose state is
+    no noisier than plain img2img's start at the pixel's strength. With
+    ``fix_steps`` off, that start is an entry of the run's own table, so the
+    result is exactly ``t_enc(run) - t_enc(pixel)``.
+    """
+    run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps))
+    unique, inverse = torch.unique(pixel_strengths.to(torch.float64), return_inverse=True)
+
+    def start_level(index: int) -> float:
+        return levels.start_level(img2img_start(float(unique[index]), steps, fix_steps))
+
+    # The start level rises with the strength, so for every run step the
+    # strengths that start below its level form a prefix of `unique`: find
+    # its length by bisection instead of evaluating every distinct strength.
+    prefix_lengths = []
+    for level in run_levels.tolist():
+        low, high = 0, len(unique)
+        while low < high:
+            middle = (low + high) // 2
+            if start_level(middle) < level:
+                low = middle + 1
+            else:
+                high = middle
+        prefix_lengths.append(low)
+    # A pixel's release step = number of run steps whose level is above its start.
+    positions = torch.arange(len(unique)).unsqueeze(1)
+    per_unique = (positions < torch.tensor(prefix_lengths, dtype=torch.long).reshape(1, -1)).sum(1).to(torch.int32)
+    per_unique[per_unique >= len(run_levels)] = NEVER
+    per_unique[unique <= 0] = NEVER
+    return per_unique[inverse].reshape(pixel_strengths.shape)
+
+
+def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float) -> float:
+    """Strength to start the run at: the largest pixel strength, if below the slider.
+
+    Every step before the first release pins all pixels, so starting at the
+    first release gives the same result with fewer model calls for samplers
+    that keep no history and draw no sequential noise (the engine's tests prove
+    which). A strength of 0 means there is nothing to sample.
+    """
+    return min(float(pixel_strengths.to(torch.float64).max()), run_strength)

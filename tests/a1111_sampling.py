@@ -1,0 +1,235 @@
+"""A1111 v1.10.1's img2img sampling, rebuilt around the real k-diffusion samplers.
+
+The WebUI cannot be imported in CI, so this module repeats the few lines of
+``KDiffusionSampler.sample_img2img``, ``CompVisSampler.sample_img2img`` and
+``sd_samplers_timesteps_impl.ddim`` that decide where img2img starts, on a
+small deterministic denoiser. The sampler functions themselves are the PyPI
+``k-diffusion`` package's, the same code A1111 pins.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from k_diffusion import external, sampling
+
+from lib_differential_diffusion.blend import DifferentialDiffusion
+from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, img2img_start
+
+# Stable Diffusion's noise schedule ("scaled linear" betas).
+ALPHAS_CUMPROD = torch.cumprod(1 - torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2, 0).float()
+
+
+class TinyEpsNet(torch.nn.Module):
+    """A fixed random conv net predicting eps from (x, t): deterministic, input-dependent."""
+
+    def __init__(self, seed: int = 1234) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.conv1 = torch.nn.Conv2d(5, 16, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(16, 4, 3, padding=1)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        t_plane = (t.to(x.dtype) / 1000).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[2:])
+        hidden = torch.tanh(self.conv1(torch.cat([x, t_plane], 1)))
+        # Mostly the true noise direction of x (so outputs stay sane), plus a learned wobble.
+        return 0.8 * x / (x.std() + 1e-6) + 0.3 * torch.tanh(self.conv2(hidden))
+
+
+class CompVisLikeModel(torch.nn.Module):
+    """What k_diffusion.external.CompVisDenoiser expects: apply_model + alphas_cumprod."""
+
+    def __init__(self, net: TinyEpsNet) -> None:
+        super().__init__()
+        self.net = net
+        self.alphas_cumprod = ALPHAS_CUMPROD
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, **_: object) -> torch.Tensor:
+        return self.net(x, t)
+
+
+def make_denoiser(seed: int = 1234) -> external.CompVisDenoiser:
+    return external.CompVisDenoiser(CompVisLikeModel(TinyEpsNet(seed)), quantize=False)
+
+
+# name: (k-diffusion function, scheduler, discard penultimate sigma, brownian noise, evaluates at the next step's level)
+K_SAMPLERS: dict[str, tuple[str, str, bool, bool, bool]] = {
+    "Euler": ("sample_euler", "automatic", False, False, False),
+    "Euler a": ("sample_euler_ancestral", "automatic", False, False, False),
+    "Heun": ("sample_heun", "automatic", False, False, True),
+    "DPM2": ("sample_dpm_2", "karras", True, False, False),
+    "DPM2 a": ("sample_dpm_2_ancestral", "karras", True, False, False),
+    "LMS": ("sample_lms", "automatic", False, False, False),
+    "DPM++ 2S a": ("sample_dpmpp_2s_ancestral", "karras", False, False, False),
+    "DPM++ 2M": ("sample_dpmpp_2m", "karras", False, False, False),
+    "DPM++ SDE": ("sample_dpmpp_sde", "karras", False, True, False),
+    "DPM++ 2M SDE": ("sample_dpmpp_2m_sde", "exponential", False, True, False),
+    "DPM++ 3M SDE": ("sample_dpmpp_3m_sde", "exponential", True, True, False),
+    "DPM fast": ("sample_dpm_fast", "automatic", False, False, False),
+}
+
+
+def sigma_schedule(denoiser: external.CompVisDenoiser, scheduler: str, discard_penultimate: bool) -> Callable[[int], torch.Tensor]:
+    """``KDiffusionSampler.get_sigmas`` for one scheduler."""
+    sigma_min, sigma_max = float(denoiser.sigmas[0]), float(denoiser.sigmas[-1])
+
+    def sigmas_for_steps(steps: int) -> torch.Tensor:
+        steps += 1 if discard_penultimate else 0
+        if scheduler == "automatic":
+            sigmas = denoiser.get_sigmas(steps)
+        elif scheduler == "karras":
+            sigmas = sampling.get_sigmas_karras(steps, sigma_min, sigma_max)
+        elif scheduler == "exponential":
+            sigmas = sampling.get_sigmas_exponential(steps, sigma_min, sigma_max)
+        else:
+            raise ValueError(scheduler)
+        if discard_penultimate:
+            sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+        return sigmas.cpu()
+
+    return sigmas_for_steps
+
+
+def timesteps_for_steps(steps: int) -> torch.Tensor:
+    """``CompVisSampler.get_timesteps``."""
+    return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+
+
+@dataclass
+class Run:
+    """One img2img run's inputs."""
+
+    init: torch.Tensor
+    noise: torch.Tensor
+    strength: float
+    steps: int
+    fix_steps: bool = False
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def kdiffusion_img2img(
+    name: str,
+    denoiser: external.CompVisDenoiser,
+    run: Run,
+    *,
+    pixel_strengths: torch.Tensor | None = None,
+    scheduler: str | None = None,
+) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
+    """``KDiffusionSampler.sample_img2img`` with the engine wrapped around the denoiser."""
+    funcname, default_scheduler, discard, brownian, boundary = K_SAMPLERS[name]
+    sigmas_for_steps = sigma_schedule(denoiser, scheduler or default_scheduler, discard)
+    start = img2img_start(run.strength, run.steps, run.fix_steps)
+    sigmas = sigmas_for_steps(start.total_steps)
+    sigma_sched = sigmas[start.total_steps - start.t_enc - 1 :]
+    xi = run.init + run.noise * sigma_sched[0]
+
+    function = getattr(sampling, funcname)
+    parameters = inspect.signature(function).parameters
+    kwargs: dict = {}
+    if "sigma_min" in parameters:
+        kwargs["sigma_min"] = sigma_sched[-2]
+    if "sigma_max" in parameters:
+        kwargs["sigma_max"] = sigma_sched[0]
+    if "n" in parameters:
+        kwargs["n"] = len(sigma_sched) - 1
+    if "sigmas" in parameters:
+        kwargs["sigmas"] = sigma_sched
+    if brownian:
+        seeds = [run.seed + i for i in range(run.init.shape[0])]
+        kwargs["noise_sampler"] = sampling.BrownianTreeNoiseSampler(run.init, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)
+    kwargs.update(run.extra)
+
+    engine = None
+    model: Callable = denoiser
+    if pixel_strengths is not None:
+        engine = DifferentialDiffusion(
+            pixel_strengths=pixel_strengths,
+            init_latent=run.init,
+            noise=run.noise,
+            levels=SigmaLevels(sigmas_for_steps),
+            steps=run.steps,
+            run_strength=run.strength,
+            fix_steps=run.fix_steps,
+            boundary_call_ends_step=boundary,
+        )
+        model = engine.wrap(denoiser)
+    torch.manual_seed(run.seed)  # ancestral samplers draw with torch.randn_like
+    with torch.no_grad():
+        samples = function(model, xi, disable=True, **kwargs)
+    if engine is not None:
+        samples = engine.finalize(samples)
+    return samples, engine
+
+
+class EpsCFGLike(torch.nn.Module):
+    """The eps model as A1111's CFGDenoiserTimesteps presents it: model(x, t) -> eps."""
+
+    def __init__(self, net: TinyEpsNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.net(x, t)
+
+
+def ddim_loop(model: Callable, x: torch.Tensor, timesteps: torch.Tensor, eta: float = 0.0) -> torch.Tensor:
+    """``sd_samplers_timesteps_impl.ddim`` (A1111 v1.10.1), minus tqdm and the callback."""
+    alphas_cumprod = ALPHAS_CUMPROD
+    alphas = alphas_cumprod[timesteps]
+    alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
+    sqrt_one_minus_alphas = torch.sqrt(1 - alphas)
+    sigmas = eta * torch.sqrt((1 - alphas_prev) / (1 - alphas) * (1 - alphas / alphas_prev))
+    s_in = x.new_ones((x.shape[0]))
+    s_x = x.new_ones((x.shape[0], 1, 1, 1))
+    for i in range(len(timesteps) - 1):
+        index = len(timesteps) - 1 - i
+        e_t = model(x, timesteps[index].item() * s_in)
+        a_t = alphas[index].item() * s_x
+        a_prev = alphas_prev[index].item() * s_x
+        sigma_t = sigmas[index].item() * s_x
+        sqrt_one_minus_at = sqrt_one_minus_alphas[index].item() * s_x
+        pred_x0 = (x - sqrt_one_minus_at * e_t) / a_t.sqrt()
+        dir_xt = (1.0 - a_prev - sigma_t**2).sqrt() * e_t
+        noise = sigma_t * torch.randn_like(x)
+        x = a_prev.sqrt() * pred_x0 + dir_xt + noise
+    return x
+
+
+def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | None = None) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
+    """``CompVisSampler.sample_img2img`` with DDIM."""
+    start = img2img_start(run.strength, run.steps, run.fix_steps)
+    timesteps = timesteps_for_steps(start.total_steps)
+    timesteps_sched = timesteps[: start.t_enc]
+    sqrt_alpha_cumprod = torch.sqrt(ALPHAS_CUMPROD[timesteps[start.t_enc]])
+    sqrt_one_minus_alpha_cumprod = torch.sqrt(1 - ALPHAS_CUMPROD[timesteps[start.t_enc]])
+    xi = run.init * sqrt_alpha_cumprod + run.noise * sqrt_one_minus_alpha_cumprod
+
+    engine = None
+    model: Callable = EpsCFGLike(net)
+    if pixel_strengths is not None:
+        engine = DifferentialDiffusion(
+            pixel_strengths=pixel_strengths,
+            init_latent=run.init,
+            noise=run.noise,
+            levels=TimestepLevels(timesteps_for_steps),
+            steps=run.steps,
+            run_strength=run.strength,
+            fix_steps=run.fix_steps,
+            alphas_cumprod=ALPHAS_CUMPROD,
+        )
+        model = engine.wrap(model)
+    torch.manual_seed(run.seed)
+    with torch.no_grad():
+        samples = ddim_loop(model, xi, timesteps_sched, **run.extra)
+    if engine is not None:
+        samples = engine.finalize(samples)
+    return samples, engine
