@@ -24,7 +24,14 @@ ALPHAS_CUMPROD = torch.cumprod(1 - torch.linspace(0.00085**0.5, 0.012**0.5, 1000
 
 
 class TinyEpsNet(torch.nn.Module):
-    """A fixed random conv net predicting eps from (x, t): deterministic, input-dependent."""
+    """A deterministic eps model: the ideal denoiser of Gaussian latents plus a fixed random conv wobble.
+
+    The ideal part makes the amount of change grow with the starting noise, as a
+    trained model's does; the wobble (5x5 receptive field) makes the output depend
+    on the content and couples neighbouring pixels.
+    """
+
+    DATA_VARIANCE = 25.0
 
     def __init__(self, seed: int = 1234) -> None:
         super().__init__()
@@ -38,10 +45,13 @@ class TinyEpsNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        t_plane = (t.to(x.dtype) / 1000).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[2:])
-        hidden = torch.tanh(self.conv1(torch.cat([x, t_plane], 1)))
-        # Mostly the true noise direction of x (so outputs stay sane), plus a learned wobble.
-        return 0.8 * x / (x.std() + 1e-6) + 0.3 * torch.tanh(self.conv2(hidden))
+        t = t.to(torch.float32).reshape(-1)
+        low = t.floor().clamp(0, 999).long()
+        alpha = torch.lerp(ALPHAS_CUMPROD[low], ALPHAS_CUMPROD[(low + 1).clamp(max=999)], t - low).reshape(-1, 1, 1, 1)
+        ideal = torch.sqrt(1 - alpha) * x / (alpha * self.DATA_VARIANCE + 1 - alpha)
+        t_plane = (t / 1000).reshape(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[2:])
+        wobble = torch.tanh(self.conv2(torch.tanh(self.conv1(torch.cat([x, t_plane], 1)))))
+        return ideal + 0.3 * wobble
 
 
 class CompVisLikeModel(torch.nn.Module):
@@ -123,6 +133,7 @@ def kdiffusion_img2img(
     *,
     pixel_strengths: torch.Tensor | None = None,
     scheduler: str | None = None,
+    finalize: bool = True,
 ) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
     """``KDiffusionSampler.sample_img2img`` with the engine wrapped around the denoiser."""
     funcname, default_scheduler, discard, brownian, boundary = K_SAMPLERS[name]
@@ -165,7 +176,7 @@ def kdiffusion_img2img(
     torch.manual_seed(run.seed)  # ancestral samplers draw with torch.randn_like
     with torch.no_grad():
         samples = function(model, xi, disable=True, **kwargs)
-    if engine is not None:
+    if engine is not None and finalize:
         samples = engine.finalize(samples)
     return samples, engine
 
