@@ -138,15 +138,19 @@ class DifferentialDiffusion:
         return torch.where(fraction == 0, table[low], torch.lerp(table[low], table[high], fraction))
 
     def _renoised(self, level_rows: torch.Tensor) -> torch.Tensor:
-        """The original at the state's noise level, exactly as the host's img2img builds it."""
+        """The original at the state's noise level, exactly as the host's img2img builds it.
+
+        Built in place in one fresh latent; addition commutes bit for bit, so
+        this equals the host's expression.
+        """
         if isinstance(self.levels, SigmaLevels):
             # sample_img2img: xi = x + noise * sigma_sched[0]
-            return self.init_latent + self.noise * level_rows.reshape(-1, 1, 1, 1)
+            return (self.noise * level_rows.reshape(-1, 1, 1, 1)).add_(self.init_latent)
         # The timestep samplers' state is one table entry above the call's timestep:
         # xi = x * sqrt(alphas_cumprod[t]) + noise * sqrt(1 - alphas_cumprod[t]).
         state_t = self.levels.state_timestep(self.run, level_rows).to(self.alphas_cumprod.device)
         alpha = self.alphas_cumprod[state_t].reshape(-1, 1, 1, 1)
-        return self.init_latent * torch.sqrt(alpha) + self.noise * torch.sqrt(1 - alpha)
+        return (self.init_latent * torch.sqrt(alpha)).add_(self.noise * torch.sqrt(1 - alpha))
 
     def _pinned_prediction(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
         if isinstance(self.levels, SigmaLevels):
@@ -165,7 +169,8 @@ class DifferentialDiffusion:
         # Step 0's released pixels already hold the host's own start latent.
         to_set = pinned | released_now if (at_step_start and step > 0) else pinned
         if bool(to_set.any()):
-            x.copy_(torch.where(to_set, self._renoised(level_rows).to(x.dtype), x))
+            renoised = self._renoised(level_rows).to(x.dtype)
+            x.copy_(torch.where(to_set, renoised, x, out=renoised))
         return pinned
 
     def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | None) -> torch.Tensor:

@@ -1,0 +1,483 @@
+"""Differential Diffusion for the AUTOMATIC1111 WebUI: a per-pixel change map for img2img.
+
+Thin glue between the WebUI and ``lib_differential_diffusion`` (which holds the
+algorithm and imports nothing from the WebUI). One file on purpose: the WebUI
+runs every file in ``scripts/``.
+"""
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from lib_differential_diffusion.args import (
+    ELEM_PREFIX,
+    MAP_HASH_INFOTEXT_KEY,
+    POSITIONAL_ORDER,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    DifferentialDiffusionArgs,
+    schema,
+    values_from_infotext,
+)
+from lib_differential_diffusion.blend import DifferentialDiffusion
+from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
+from lib_differential_diffusion.maps import MapOptions, align_map, apply_options, decode_map, gaussian_blur, to_latent
+from lib_differential_diffusion.preview import preview_image
+from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels
+from modules import images, processing, script_callbacks, scripts, shared
+from modules.ui_components import InputAccordion
+
+logger = logging.getLogger(__name__)
+
+STATE_ATTRIBUTE = "differential_diffusion_state"
+OVERRIDES_ATTRIBUTE = "differential_diffusion_overrides"  # set by X/Y/Z axes, per cell
+# Samplers whose step ends with a model call at the next step's level.
+BOUNDARY_CALL_SAMPLERS = {"sample_heun", "restart_sampler"}
+# img2img inputs the preview reads, by elem_id, in the preview function's order.
+PREVIEW_INPUTS = ("img2img_image", "img2img_width", "img2img_height", "img2img_steps", "img2img_denoising_strength", "resize_mode")
+# Width, in output pixels, of the ramp from kept to generated pixels around
+# zero-strength regions when unchanged pixels are preserved.
+PRESERVE_FEATHER = 4.0
+
+# The one generation allowed to blend; set at the start of every run, so a
+# wrapper left behind by a failed run can never act on a later one.
+_active_run: str | None = None
+
+
+class ArgumentsRefused(DifferentialDiffusionError):
+    """Raised from the generation itself: script hooks' exceptions are only logged.
+
+    ``status_code`` makes the WebUI's API answer 422 with this message (its
+    exception handler reads the instance's attributes).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.status_code = 422
+
+
+@dataclass
+class RunState:
+    """What one generation (one ``p``) needs between hooks."""
+
+    run_id: str
+    args: DifferentialDiffusionArgs
+    map_array: np.ndarray | None  # decoded map (source "map"), at its own size
+    map_hash: str | None
+    pixel_strengths: dict[int, np.ndarray] = field(default_factory=dict)  # per init image: aligned map x mask, before the slider
+    engine: DifferentialDiffusion | None = None
+    wrapped_denoiser: Any = None
+
+
+# --- hooking the sampler --------------------------------------------------------
+
+
+def _install(state: RunState, sampler: Any) -> None:
+    """Wrap this sampler's CFG denoiser: the instance only, so it dies with ``p``."""
+    denoiser = sampler.model_wrap_cfg
+    _uninstall(state)
+    original = denoiser.forward
+    blended = state.engine.wrap(original)
+    run_id = state.run_id
+
+    def forward(x: torch.Tensor, sigma: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if _active_run != run_id:  # a stale wrapper from an aborted run: plain sampling
+            return original(x, sigma, *args, **kwargs)
+        return blended(x, sigma, *args, **kwargs)
+
+    denoiser.forward = forward
+    state.wrapped_denoiser = (denoiser, forward, original)
+
+
+def _uninstall(state: RunState) -> None:
+    if state.wrapped_denoiser is None:
+        return
+    denoiser, forward, original = state.wrapped_denoiser
+    if denoiser.__dict__.get("forward") is forward:
+        if getattr(original, "__self__", None) is denoiser and getattr(original, "__func__", None) is type(denoiser).forward:
+            del denoiser.forward
+        else:
+            denoiser.forward = original
+    state.wrapped_denoiser = None
+
+
+def _levels(p: Any) -> SigmaLevels | TimestepLevels:
+    sampler = p.sampler
+    if hasattr(sampler, "get_timesteps"):
+        return TimestepLevels(lambda steps: sampler.get_timesteps(p, steps).cpu())
+    return SigmaLevels(lambda steps: sampler.get_sigmas(p, steps))
+
+
+def _sampler_function_name(sampler: Any) -> str:
+    function = getattr(sampler, "funcname", None)
+    return getattr(function, "__name__", function) or ""
+
+
+# --- maps -------------------------------------------------------------------------
+
+
+def _inpaint_mask(p: Any) -> np.ndarray | None:
+    """The inpaint mask after the WebUI's own rounding, inversion and blur, at the init image's size."""
+    if getattr(p, "image_mask", None) is None:
+        return None
+    mask = processing.create_binary_mask(p.image_mask, round=p.mask_round)
+    if p.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    array = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    import cv2  # shipped with the WebUI; the same blur its img2img applies
+
+    if p.mask_blur_x > 0:
+        array = cv2.GaussianBlur(array, (2 * int(2.5 * p.mask_blur_x + 0.5) + 1, 1), p.mask_blur_x)
+    if p.mask_blur_y > 0:
+        array = cv2.GaussianBlur(array, (1, 2 * int(2.5 * p.mask_blur_y + 0.5) + 1), p.mask_blur_y)
+    return np.clip(array, 0.0, 1.0)
+
+
+def _crop_region(p: Any) -> tuple[int, int, int, int] | None:
+    paste_to = getattr(p, "paste_to", None)
+    if not getattr(p, "inpaint_full_res", False) or paste_to is None:
+        return None
+    x1, y1, width, height = paste_to
+    return (x1, y1, x1 + width, y1 + height)
+
+
+def _pixel_strengths(p: Any, state: RunState, image_index: int) -> np.ndarray:
+    """Aligned map (options applied) times the aligned inpaint mask, for one init image."""
+    if image_index not in state.pixel_strengths:
+        init_image = p.init_images[image_index if len(p.init_images) > 1 else 0]
+        geometry = dict(init_size=init_image.size, width=p.width, height=p.height, resize_mode=p.resize_mode, crop_region=_crop_region(p))
+        mask = _inpaint_mask(p)
+        mask_aligned = None if mask is None else align_map(mask, **geometry)
+        if state.args.source == "inpaint mask":
+            source = mask_aligned
+            mask_aligned = None
+        else:
+            source = align_map(state.map_array, **geometry)
+        options = MapOptions(invert=state.args.invert, gamma=state.args.gamma, blur=state.args.blur, low=state.args.low, high=state.args.high)
+        strengths = apply_options(source, options)
+        if mask_aligned is not None:
+            strengths = strengths * mask_aligned
+        state.pixel_strengths[image_index] = strengths.astype(np.float32)
+    return state.pixel_strengths[image_index]
+
+
+def _map_hash(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:10]
+
+
+def _unwrap_image(value: Any) -> Any:
+    """Gradio image editors hand over dicts; the map is their image."""
+    if isinstance(value, dict):
+        return value.get("image")
+    return value
+
+
+# --- arguments and errors ----------------------------------------------------------
+
+
+def _refuse(p: Any, error: DifferentialDiffusionError) -> None:
+    """Make this generation fail with the message, from code no hook wrapper catches."""
+    refusal = ArgumentsRefused(error.field, error.message)
+    logger.error("%s", refusal)
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise refusal
+
+    p.init = refuse
+
+
+def _parse(p: Any, script_args: tuple) -> DifferentialDiffusionArgs:
+    args = DifferentialDiffusionArgs.from_script_args(script_args)
+    overrides = getattr(p, OVERRIDES_ATTRIBUTE, None)
+    if overrides:
+        args = args.with_overrides(**overrides)
+    return args
+
+
+def _state(p: Any) -> RunState | None:
+    state = getattr(p, STATE_ATTRIBUTE, None)
+    return state if isinstance(state, RunState) and state.run_id == _active_run else None
+
+
+# --- the script ----------------------------------------------------------------------
+
+
+class Script(scripts.Script):
+    def __init__(self) -> None:
+        super().__init__()
+        self.host_components: dict[str, Any] = {}
+
+    def title(self) -> str:
+        return EXTENSION_NAME
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible if is_img2img else False
+
+    def after_component(self, component: Any, **kwargs: Any) -> None:
+        # img2img inputs the preview needs (created before this script's UI).
+        elem_id = kwargs.get("elem_id")
+        if elem_id in PREVIEW_INPUTS:
+            self.host_components[elem_id] = component
+
+    def ui(self, is_img2img: bool) -> list:
+        if not is_img2img:
+            return []
+        defaults = {setting.name: _option_default(setting.name) for setting in SETTINGS}
+        with InputAccordion(False, label=EXTENSION_NAME, elem_id=f"{ELEM_PREFIX}_enabled") as enabled:
+            gr.Markdown(
+                "Each pixel changes like img2img at **map value × denoising strength**: "
+                "white changes fully, black keeps the input. Pixels wait on the re-noised "
+                "input until their strength is due.",
+                elem_classes=[f"{ELEM_PREFIX}-hint"],
+            )
+            with gr.Row():
+                change_map = gr.Image(label=SETTINGS_BY_NAME["map"].label, type="pil", image_mode="RGBA", source="upload", elem_id=f"{ELEM_PREFIX}_map")
+                preview = gr.Image(label="Preview: map over the image, then released regions step by step", interactive=False, elem_id=f"{ELEM_PREFIX}_preview")
+            with gr.Row():
+                source = gr.Radio(label=SETTINGS_BY_NAME["source"].label, choices=list(SETTINGS_BY_NAME["source"].choices), value="map", elem_id=SETTINGS_BY_NAME["source"].elem_id)
+                invert = gr.Checkbox(label=SETTINGS_BY_NAME["invert"].label, value=defaults["invert"], elem_id=SETTINGS_BY_NAME["invert"].elem_id)
+                preserve = gr.Checkbox(label=SETTINGS_BY_NAME["preserve"].label, value=defaults["preserve"], elem_id=SETTINGS_BY_NAME["preserve"].elem_id)
+            with gr.Row():
+                sliders = {
+                    name: gr.Slider(
+                        label=SETTINGS_BY_NAME[name].label,
+                        minimum=SETTINGS_BY_NAME[name].minimum,
+                        maximum=SETTINGS_BY_NAME[name].maximum,
+                        step=SETTINGS_BY_NAME[name].step,
+                        value=defaults[name],
+                        elem_id=SETTINGS_BY_NAME[name].elem_id,
+                    )
+                    for name in ("gamma", "blur", "low", "high")
+                }
+            preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
+            preview_error = gr.HTML(elem_id=f"{ELEM_PREFIX}_preview_error")
+
+        components = {"enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, **sliders}
+        ordered = [components[name] for name in POSITIONAL_ORDER]
+        self._wire_preview(preview_button, ordered, preview, preview_error)
+
+        self.infotext_fields = [(enabled, lambda params: values_from_infotext(params)["enabled"])]
+        for setting in SETTINGS:
+            if setting.infotext_key is not None and setting.name != "enabled":
+                self.infotext_fields.append((components[setting.name], _infotext_reader(setting.name)))
+        self.paste_field_names = [setting.infotext_key for setting in SETTINGS if setting.infotext_key]
+        return ordered
+
+    def _wire_preview(self, button: Any, ordered: list, preview: Any, preview_error: Any) -> None:
+        host = [self.host_components.get(name) for name in PREVIEW_INPUTS]
+        if any(component is None for component in host):
+            button.visible = False  # the host's layout changed: no preview rather than a broken one
+            return
+
+        def run_preview(*values: Any) -> tuple[Any, str]:
+            init_image, width, height, steps, strength, resize_mode = values[: len(host)]
+            try:
+                args = DifferentialDiffusionArgs.from_ui(*(True, *values[len(host) + 1 :]))  # preview as if enabled
+                if args.source != "map":
+                    raise DifferentialDiffusionError("source", "the preview shows uploaded maps only")
+                init_image = _unwrap_image(init_image)
+                init_size = init_image.size if init_image is not None else (int(width), int(height))
+                geometry = dict(init_size=init_size, width=int(width), height=int(height), resize_mode=int(resize_mode or 0))
+                aligned = align_map(decode_map(_unwrap_image(args.map)), **geometry)
+                options = MapOptions(invert=args.invert, gamma=args.gamma, blur=args.blur, low=args.low, high=args.high)
+                strengths = apply_options(aligned, options)
+                base = None
+                if init_image is not None:
+                    mode = geometry["resize_mode"] if geometry["resize_mode"] != 3 else 0
+                    base = images.resize_image(mode, images.flatten(init_image, shared.opts.img2img_background_color), int(width), int(height))
+                return preview_image(strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), init_image=base), ""
+            except DifferentialDiffusionError as error:
+                return None, f"<div class='error'>{error}</div>"
+
+        button.click(fn=run_preview, inputs=[*host, *ordered[1:]], outputs=[preview, preview_error], show_progress=False)
+
+    # --- generation hooks ---
+
+    def before_process(self, p: Any, *script_args: Any) -> None:
+        global _active_run
+        _active_run = None  # reset at every start, whatever the last run left
+        p.__dict__.pop(STATE_ATTRIBUTE, None)
+        try:
+            args = _parse(p, script_args)
+            if not args.enabled:
+                return
+            map_array = None
+            if args.source == "map":
+                map_array = decode_map(_unwrap_image(args.map))
+            elif getattr(p, "image_mask", None) is None:
+                raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
+        except DifferentialDiffusionError as error:
+            _refuse(p, error)
+            return
+        state = RunState(run_id=uuid.uuid4().hex, args=args, map_array=map_array, map_hash=None if map_array is None else _map_hash(map_array))
+        setattr(p, STATE_ATTRIBUTE, state)
+        _active_run = state.run_id
+        p.extra_generation_params.update(args.infotext(state.map_hash))
+
+    def process(self, p: Any, *script_args: Any) -> None:
+        state = _state(p)
+        if state is not None and getattr(p, "image_mask", None) is not None:
+            p.mask_round = False  # strengths are map x soft mask: keep the WebUI's mask soft too
+
+    def process_before_every_sampling(self, p: Any, *script_args: Any, **kwargs: Any) -> None:
+        state = _state(p)
+        if state is None:
+            return
+        _uninstall(state)
+        init_latent, noise = kwargs["x"], kwargs["noise"]
+        batch = init_latent.shape[0]
+        latent_hw = (init_latent.shape[2], init_latent.shape[3])
+        slider = float(p.denoising_strength)
+        rows = [to_latent(_pixel_strengths(p, state, index), latent_hw)[0] for index in range(batch)]
+        pixel_strengths = torch.stack(rows).to(torch.float64) * slider
+        state.engine = DifferentialDiffusion(
+            pixel_strengths=pixel_strengths,
+            init_latent=init_latent,
+            noise=noise,
+            levels=_levels(p),
+            steps=int(p.steps),
+            run_strength=slider,
+            fix_steps=bool(shared.opts.img2img_fix_steps),
+            boundary_call_ends_step=_sampler_function_name(p.sampler) in BOUNDARY_CALL_SAMPLERS,
+            alphas_cumprod=getattr(shared.sd_model, "alphas_cumprod", None),
+        )
+        if state.engine.active:
+            _install(state, p.sampler)
+
+    def on_mask_blend(self, p: Any, mba: Any, *script_args: Any) -> None:
+        # The change map (already multiplied by the mask) decides what is kept;
+        # the WebUI's own latent mask blend would pin partly masked pixels forever.
+        if _state(p) is not None:
+            mba.blended_latent = mba.current_latent
+
+    def post_sample(self, p: Any, ps: Any, *script_args: Any) -> None:
+        state = _state(p)
+        if state is None or state.engine is None:
+            return
+        _uninstall(state)
+        ps.samples = state.engine.finalize(ps.samples)
+
+    def postprocess_image(self, p: Any, pp: Any, *script_args: Any) -> None:
+        state = _state(p)
+        if state is None or not state.args.preserve:
+            return
+        index = getattr(p, "batch_index", 0)
+        strengths = _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0)
+        if not bool((strengths <= 0).any()):
+            return
+        init_image = p.init_images[index if len(p.init_images) > 1 else 0]
+        original = images.flatten(init_image, shared.opts.img2img_background_color)
+        crop_region = _crop_region(p)
+        if crop_region is not None:
+            original = images.resize_image(2, original.crop(crop_region), p.width, p.height)
+        else:
+            original = images.resize_image(p.resize_mode if p.resize_mode != 3 else 0, original, p.width, p.height)
+        pp.image = _preserve(pp.image, original, strengths)
+
+    def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
+        global _active_run
+        state = _state(p)
+        if state is not None:
+            _uninstall(state)
+            _active_run = None
+
+
+def _preserve(generated: Image.Image, original: Image.Image, strengths: np.ndarray) -> Image.Image:
+    """Original pixels where the strength is 0, with a short ramp into the generated ones (no seam)."""
+    if generated.size != original.size or strengths.shape != (generated.height, generated.width):
+        return generated
+    kept = (strengths <= 0).astype(np.float32)
+    near_kept = gaussian_blur(kept, PRESERVE_FEATHER)
+    weight = np.where(kept > 0, 0.0, np.clip(1.0 - 2.0 * near_kept, 0.0, 1.0))[..., None]
+    mixed = np.asarray(original.convert("RGB"), dtype=np.float32) * (1.0 - weight) + np.asarray(generated.convert("RGB"), dtype=np.float32) * weight
+    # Where the weight is 0 this is the original exactly: no rounding can touch it.
+    return Image.fromarray(np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
+
+
+def _option_default(name: str) -> Any:
+    setting = SETTINGS_BY_NAME[name]
+    return getattr(shared.opts, f"{ELEM_PREFIX}_default_{name}", setting.default) if name in OPTION_NAMES else setting.default
+
+
+def _infotext_reader(name: str) -> Callable[[dict], Any]:
+    def read(params: dict) -> Any:
+        return values_from_infotext(params).get(name)
+
+    return read
+
+
+# --- settings, X/Y/Z axes, API route ------------------------------------------------
+
+OPTION_NAMES = ("invert", "gamma", "blur", "low", "high", "preserve")
+
+
+def _on_ui_settings() -> None:
+    section = (ELEM_PREFIX, EXTENSION_NAME)
+    for name in OPTION_NAMES:
+        setting = SETTINGS_BY_NAME[name]
+        if isinstance(setting.default, bool):
+            info = shared.OptionInfo(setting.default, f"Default: {setting.label}", gr.Checkbox, section=section)
+        else:
+            info = shared.OptionInfo(setting.default, f"Default: {setting.label}", gr.Slider, {"minimum": setting.minimum, "maximum": setting.maximum, "step": setting.step}, section=section)
+        shared.opts.add_option(f"{ELEM_PREFIX}_default_{name}", info)
+
+
+def _xyz_module() -> Any:
+    for data in scripts.scripts_data:
+        if data.script_class.__module__ in ("xyz_grid.py", "xyz_grid") and hasattr(data, "module"):
+            return data.module
+    return None
+
+
+def _override(name: str, convert: Callable[[Any], Any]) -> Callable[[Any, Any, Any], None]:
+    def apply(p: Any, value: Any, _values: Any) -> None:
+        # A new dict per cell: X/Y/Z shallow-copies p, so a shared dict would leak between cells.
+        setattr(p, OVERRIDES_ATTRIBUTE, {**getattr(p, OVERRIDES_ATTRIBUTE, {}), name: convert(value)})
+
+    return apply
+
+
+def _boolean_axis_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ValueError(f"{EXTENSION_NAME}: expected True or False, got {value!r}")
+    return text == "true"
+
+
+def _on_before_ui() -> None:
+    xyz = _xyz_module()
+    if xyz is None:
+        logger.info("%s: X/Y/Z plot not found; no axes added", EXTENSION_NAME)
+        return
+    prefix = f"[{EXTENSION_NAME}]"
+    if any(getattr(option, "label", "").startswith(prefix) for option in xyz.axis_options):
+        return  # already registered (UI reload)
+    choices = lambda: ["True", "False"]  # noqa: E731
+    xyz.axis_options.extend(
+        [
+            xyz.AxisOptionImg2Img(f"{prefix} Enabled", str, _override("enabled", _boolean_axis_value), choices=choices),
+            xyz.AxisOptionImg2Img(f"{prefix} Invert", str, _override("invert", _boolean_axis_value), choices=choices),
+            *(xyz.AxisOptionImg2Img(f"{prefix} {name.capitalize()}", float, _override(name, float)) for name in ("gamma", "blur", "low", "high")),
+        ]
+    )
+
+
+def _on_app_started(_demo: Any, app: Any) -> None:
+    path = "/differential-diffusion/v1/schema"
+    if any(getattr(route, "path", None) == path for route in app.routes):
+        return
+    app.add_api_route(path, schema, methods=["GET"], summary=f"{EXTENSION_NAME}: JSON schema of the alwayson_scripts args")
+
+
+script_callbacks.on_ui_settings(_on_ui_settings, name=ELEM_PREFIX)
+script_callbacks.on_before_ui(_on_before_ui, name=ELEM_PREFIX)
+script_callbacks.on_app_started(_on_app_started, name=ELEM_PREFIX)
