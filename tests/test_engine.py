@@ -16,7 +16,7 @@ from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLeve
 ALL_SAMPLERS = [*K_SAMPLERS, "DDIM"]
 # Samplers whose state after the release step depends only on that state
 # (no sequential noise draws, no multistep history, Brownian-tree noise).
-EXACT_SAMPLERS = ["Euler", "Heun", "DPM++ SDE", "DDIM"]
+EXACT_SAMPLERS = ["Euler", "Heun", "DPM2", "DPM++ SDE", "DDIM"]
 H = W = 16
 
 
