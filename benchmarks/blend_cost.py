@@ -15,7 +15,7 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
-from a1111_sampling import TinyEpsNet  # noqa: E402
+from tiny_denoiser import TinyEpsNet  # noqa: E402
 from lib_differential_diffusion.blend import DifferentialDiffusion  # noqa: E402
 from lib_differential_diffusion.schedule import SigmaLevels  # noqa: E402
 
