@@ -13,6 +13,7 @@ samplers, the timestep for DDIM/PLMS/UniPC. Both fall as sampling proceeds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -145,7 +146,7 @@ def release_steps(
     unique, inverse = torch.unique(pixel_strengths.to(torch.float64), return_inverse=True)
 
     def start_level(index: int) -> float:
-        return levels.start_level(img2img_start(float(unique[index]), steps, fix_steps))
+        return levels.start_level(img2img_start(float(unique[index]), steps, fix_steps)) if unique[index] > 0 else 0.0
 
     # The start level rises with the strength, so for every run step the
     # strengths that start below its level form a prefix of `unique`: find
@@ -168,12 +169,18 @@ def release_steps(
     return per_unique[inverse].reshape(pixel_strengths.shape)
 
 
-def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float) -> float:
+def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int) -> float:
     """Strength to start the run at: the largest pixel strength, if below the slider.
 
     Every step before the first release pins all pixels, so starting at the
     first release gives the same result with fewer model calls for samplers
     that keep no history and draw no sequential noise (the engine's tests prove
-    which). A strength of 0 means there is nothing to sample.
+    which); for the others it makes a uniform map exactly plain img2img at its
+    strength. Never below the smallest strength that still samples one step
+    more than the last (``t_enc >= 1``): some samplers fail on a single step.
     """
-    return min(float(pixel_strengths.to(torch.float64).max()), run_strength)
+    start = min(float(pixel_strengths.to(torch.float64).max()), run_strength)
+    one_step = 1.0 / steps
+    while int(min(one_step, 0.999) * steps) < 1:  # 1/49 * 49 is 0.999...
+        one_step = math.nextafter(one_step, 1.0)
+    return max(start, min(one_step, run_strength))

@@ -7,6 +7,7 @@ runs every file in ``scripts/``.
 
 import hashlib
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -30,7 +31,7 @@ from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.maps import MapOptions, align_map, apply_options, decode_map, gaussian_blur, to_latent
 from lib_differential_diffusion.preview import preview_image
-from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels
+from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, skip_start_strength
 from modules import images, processing, script_callbacks, scripts, shared
 from modules.ui_components import InputAccordion
 
@@ -45,6 +46,10 @@ PREVIEW_INPUTS = ("img2img_image", "img2img_width", "img2img_height", "img2img_s
 # Width, in output pixels, of the ramp from kept to generated pixels around
 # zero-strength regions when unchanged pixels are preserved.
 PRESERVE_FEATHER = 4.0
+
+# Set by the project's real-host tests: serves what the last run's engine did.
+TEST_HOOKS = os.environ.get("SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST") == "1"
+_last_run_report: dict[str, Any] = {}
 
 # The one generation allowed to blend; set at the start of every run, so a
 # wrapper left behind by a failed run can never act on a later one.
@@ -68,6 +73,7 @@ class RunState:
     """What one generation (one ``p``) needs between hooks."""
 
     run_id: str
+    slider: float  # the denoising strength asked for (p's is lowered while sampling when steps are skipped)
     args: DifferentialDiffusionArgs
     map_array: np.ndarray | None  # decoded map (source "map"), at its own size
     map_hash: str | None
@@ -113,6 +119,36 @@ def _levels(p: Any) -> SigmaLevels | TimestepLevels:
     if hasattr(sampler, "get_timesteps"):
         return TimestepLevels(lambda steps: sampler.get_timesteps(p, steps).cpu())
     return SigmaLevels(lambda steps: sampler.get_sigmas(p, steps))
+
+
+def _has_prompt_schedules(conditioning: Any) -> bool:
+    """Prompt editing ([a:b:step]) switches by step index, which skipping would shift.
+
+    ``c`` is a MulticondLearnedConditioning (per image: composable prompts, each
+    with its schedules); ``uc`` a list per image of scheduled conditionings.
+    """
+    for entries in getattr(conditioning, "batch", conditioning) or ():
+        if not isinstance(entries, (list, tuple)):
+            continue
+        if any(len(getattr(entry, "schedules", ())) > 1 for entry in entries):
+            return True
+        if len(entries) > 1 and not any(hasattr(entry, "schedules") for entry in entries):
+            return True
+    return False
+
+
+def _can_skip_steps(p: Any, sampling_kwargs: dict) -> bool:
+    """Skip the all-pinned first steps unless something counts steps from the run's start."""
+    opts = shared.opts
+    if opts.img2img_fix_steps or getattr(opts, "skip_early_cond", 0) > 0:
+        return False
+    if getattr(p, "s_min_uncond", 0) > 0 and not getattr(opts, "s_min_uncond_all", False):
+        return False  # negative guidance minimum sigma acts on every other model call
+    if getattr(p, "refiner_checkpoint_info", None) is not None and getattr(opts, "refiner_switch_by_sample_steps", False):
+        return False
+    if _sampler_function_name(p.sampler) == "unipc":
+        return False  # UniPC fails with fewer steps than its order
+    return not (_has_prompt_schedules(sampling_kwargs.get("c")) or _has_prompt_schedules(sampling_kwargs.get("uc")))
 
 
 def _sampler_function_name(sampler: Any) -> str:
@@ -279,7 +315,7 @@ class Script(scripts.Script):
         def run_preview(*values: Any) -> tuple[Any, str]:
             init_image, width, height, steps, strength, resize_mode = values[: len(host)]
             try:
-                args = DifferentialDiffusionArgs.from_ui(*(True, *values[len(host) + 1 :]))  # preview as if enabled
+                args = DifferentialDiffusionArgs.from_ui(*(True, *values[len(host) :]))  # preview as if enabled
                 if args.source != "map":
                     raise DifferentialDiffusionError("source", "the preview shows uploaded maps only")
                 init_image = _unwrap_image(init_image)
@@ -316,7 +352,7 @@ class Script(scripts.Script):
         except DifferentialDiffusionError as error:
             _refuse(p, error)
             return
-        state = RunState(run_id=uuid.uuid4().hex, args=args, map_array=map_array, map_hash=None if map_array is None else _map_hash(map_array))
+        state = RunState(run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, map_array=map_array, map_hash=None if map_array is None else _map_hash(map_array))
         setattr(p, STATE_ATTRIBUTE, state)
         _active_run = state.run_id
         p.extra_generation_params.update(args.infotext(state.map_hash))
@@ -334,16 +370,20 @@ class Script(scripts.Script):
         init_latent, noise = kwargs["x"], kwargs["noise"]
         batch = init_latent.shape[0]
         latent_hw = (init_latent.shape[2], init_latent.shape[3])
-        slider = float(p.denoising_strength)
         rows = [to_latent(_pixel_strengths(p, state, index), latent_hw)[0] for index in range(batch)]
-        pixel_strengths = torch.stack(rows).to(torch.float64) * slider
+        pixel_strengths = torch.stack(rows).to(torch.float64) * state.slider
+        run_strength = state.slider
+        if _can_skip_steps(p, kwargs):
+            # Start where the first pixel is released: the steps before would pin every pixel.
+            run_strength = skip_start_strength(pixel_strengths, state.slider, int(p.steps))
+            p.denoising_strength = run_strength  # what sample_img2img reads; restored in post_sample
         state.engine = DifferentialDiffusion(
             pixel_strengths=pixel_strengths,
             init_latent=init_latent,
             noise=noise,
             levels=_levels(p),
             steps=int(p.steps),
-            run_strength=slider,
+            run_strength=run_strength,
             fix_steps=bool(shared.opts.img2img_fix_steps),
             boundary_call_ends_step=_sampler_function_name(p.sampler) in BOUNDARY_CALL_SAMPLERS,
             alphas_cumprod=getattr(shared.sd_model, "alphas_cumprod", None),
@@ -362,7 +402,16 @@ class Script(scripts.Script):
         if state is None or state.engine is None:
             return
         _uninstall(state)
+        p.denoising_strength = state.slider
         ps.samples = state.engine.finalize(ps.samples)
+        if TEST_HOOKS:
+            _last_run_report.clear()
+            _last_run_report.update(
+                sampler=p.sampler_name,
+                release=state.engine.release.cpu().tolist(),
+                calls=[list(call) for call in state.engine.calls],
+                active=state.engine.active,
+            )
 
     def postprocess_image(self, p: Any, pp: Any, *script_args: Any) -> None:
         state = _state(p)
@@ -386,6 +435,7 @@ class Script(scripts.Script):
         state = _state(p)
         if state is not None:
             _uninstall(state)
+            p.denoising_strength = state.slider
             _active_run = None
 
 
@@ -472,10 +522,13 @@ def _on_before_ui() -> None:
 
 
 def _on_app_started(_demo: Any, app: Any) -> None:
-    path = "/differential-diffusion/v1/schema"
-    if any(getattr(route, "path", None) == path for route in app.routes):
-        return
-    app.add_api_route(path, schema, methods=["GET"], summary=f"{EXTENSION_NAME}: JSON schema of the alwayson_scripts args")
+    routes = {"/differential-diffusion/v1/schema": schema}
+    if TEST_HOOKS:
+        routes["/differential-diffusion/v1/test/last-run"] = lambda: dict(_last_run_report)
+    present = {getattr(route, "path", None) for route in app.routes}
+    for path, endpoint in routes.items():
+        if path not in present:
+            app.add_api_route(path, endpoint, methods=["GET"], summary=f"{EXTENSION_NAME}: {path.rsplit('/', 1)[-1]}")
 
 
 script_callbacks.on_ui_settings(_on_ui_settings, name=ELEM_PREFIX)

@@ -261,6 +261,13 @@ def test_step_tracker_never_goes_back():
 # --- work and randomness -----------------------------------------------------
 
 
+def test_skip_start_strength_keeps_at_least_one_encoded_step():
+    assert skip_start_strength(torch.zeros(1, 1, 2, 2, dtype=torch.float64), 0.8, 49) >= 1 / 49
+    assert int(skip_start_strength(torch.zeros(1, 1, 2, 2, dtype=torch.float64), 0.8, 49) * 49) == 1
+    assert skip_start_strength(torch.full((1, 1, 2, 2), 0.3, dtype=torch.float64), 0.8, 10) == 0.3
+    assert skip_start_strength(torch.full((1, 1, 2, 2), 0.8, dtype=torch.float64), 0.8, 10) == 0.8
+
+
 def test_no_work_and_no_random_draws_once_nothing_is_pinned(denoiser):
     init, noise = latents()
     strengths = uniform(1.0)
@@ -285,7 +292,7 @@ def test_step_skipping_gives_identical_output_with_fewer_model_calls(name, denoi
     calls_before = model_calls(name, denoiser, eps_net)
     full, _ = img2img(name, denoiser, eps_net, Run(init, noise, 0.9, 20, seed=2), strengths)
     calls_full = model_calls(name, denoiser, eps_net) - calls_before
-    start = skip_start_strength(strengths, 0.9)
+    start = skip_start_strength(strengths, 0.9, 20)
     assert start == pytest.approx(0.45)
     skipped, _ = img2img(name, denoiser, eps_net, Run(init, noise, start, 20, seed=2), strengths)
     calls_skipped = model_calls(name, denoiser, eps_net) - calls_before - calls_full
