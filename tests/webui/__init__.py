@@ -1,0 +1,1 @@
+"""Real-host (AUTOMATIC1111 WebUI) tests; see README.md."""

@@ -1,0 +1,631 @@
+"""Real-host test harness: find an AUTOMATIC1111 WebUI, start/stop it, talk to its API.
+
+Everything here is test-only and host-agnostic; nothing imports WebUI code. The WebUI runs
+as a child process (its own process group) on a free 127.0.0.1 port, with a throwaway
+``--data-dir`` whose ``extensions/`` holds a symlink to this project checkout.
+
+Host discovery (environment variables):
+
+* ``SD_WEBUI_ROOT``     the WebUI folder (holds ``launch.py``). Unset -> real-host tests skip.
+* ``SD_WEBUI_PYTHON``   its interpreter; default ``$SD_WEBUI_ROOT/venv/bin/python``.
+* ``SD_WEBUI_FIXTURES`` offline fixtures (``hf_home/`` and ``ckpt/``); default
+  ``<project root>/../shared/webui-fixtures``.
+* ``SD_WEBUI_MAX_SERVERS`` how many test servers may be alive at once (default 1; the
+  machine has 2 cores, so a start next to another server's generation is slow).
+* ``SD_WEBUI_THREADS`` if set, OMP_NUM_THREADS/MKL_NUM_THREADS for the server (torch threads).
+* ``SD_WEBUI_START_TIMEOUT`` seconds to wait for a server to answer and finish its
+  warm-up generation (default 300).
+"""
+from __future__ import annotations
+
+import atexit
+import base64
+import dataclasses
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import requests
+from PIL import Image, ImageDraw
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+EXTENSION_NAME = os.environ.get("SD_WEBUI_EXTENSION_NAME", "sd-webui-differential-diffusion")
+SCRIPT_TITLE = "Differential Diffusion"
+
+DEFAULT_START_TIMEOUT = float(os.environ.get("SD_WEBUI_START_TIMEOUT", "300"))
+DEFAULT_REQUEST_TIMEOUT = 300.0
+
+LOG_TAIL_LINES = 80
+
+# Files tests want a person to look at (screenshots); listed in pytest's terminal summary.
+ARTIFACTS: list[str] = []
+
+# Options written into the throwaway data dir's config.json before every start.
+# live previews off: SDXL would otherwise try to download models/VAE-approx/vaeapprox-sdxl.pt.
+BASE_OPTIONS = {"live_previews_enable": False}
+
+
+# --------------------------------------------------------------------------- host discovery
+
+@dataclasses.dataclass(frozen=True)
+class HostConfig:
+    root: Path
+    python: Path
+    fixtures: Path
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.fixtures / "ckpt"
+
+    @property
+    def hf_home(self) -> Path:
+        return self.fixtures / "hf_home"
+
+    def ckpt(self, name: str) -> Path:
+        return self.ckpt_dir / f"{name}.safetensors"
+
+
+def find_host(environ=None) -> tuple[HostConfig | None, str]:
+    """Return (config, "") for a usable host, else (None, one-line reason)."""
+    env = os.environ if environ is None else environ
+    root_s = env.get("SD_WEBUI_ROOT", "").strip()
+    if not root_s:
+        return None, "no real WebUI host: SD_WEBUI_ROOT is not set"
+    root = Path(root_s).expanduser()
+    if not (root / "launch.py").is_file():
+        return None, f"no real WebUI host: SD_WEBUI_ROOT={root_s} has no launch.py"
+    py_s = env.get("SD_WEBUI_PYTHON", "").strip()
+    python = Path(py_s).expanduser() if py_s else root / "venv" / "bin" / "python"
+    if not (python.is_file() and os.access(python, os.X_OK)):
+        return None, f"no real WebUI host: interpreter {python} not found (set SD_WEBUI_PYTHON)"
+    fx_s = env.get("SD_WEBUI_FIXTURES", "").strip()
+    fixtures = Path(fx_s).expanduser() if fx_s else PROJECT_ROOT.parent / "shared" / "webui-fixtures"
+    if not (fixtures / "ckpt").is_dir() or not (fixtures / "hf_home").is_dir():
+        return None, f"no real WebUI host: fixtures {fixtures} lack ckpt/ or hf_home/ (set SD_WEBUI_FIXTURES)"
+    return HostConfig(root=root, python=python, fixtures=fixtures), ""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # never route loopback traffic through a proxy from the environment
+    return s
+
+
+# --------------------------------------------------------------------------- servers
+
+@dataclasses.dataclass(frozen=True)
+class ServerSpec:
+    """What to start. ``key`` names the server (one live server per key)."""
+    key: str
+    ckpt: str                       # checkpoint file stem in the fixtures' ckpt/ dir
+    ui: bool = False                # False: --nowebui (API only); True: full gradio UI + API
+    options: tuple = ()             # extra config.json entries, as ((key, value), ...)
+    refiner: str | None = None      # warm up with a full refiner run on this checkpoint
+    extra_args: tuple = ()
+
+
+SD1 = ServerSpec("sd1", "sd1_graded")
+# sd_checkpoints_limit 2 keeps base and refiner loaded: a refiner run takes about 1 s instead of
+# 15-40 s (with the default limit 1 every run re-creates both models from their configs). The
+# sampler-side refiner switch is the same either way; SDXL_RELOAD is the default-options variant.
+SDXL = ServerSpec("sdxl", "sdxl_base_graded", options=(("sd_checkpoints_limit", 2),), refiner="sdxl_refiner_graded")
+SDXL_RELOAD = ServerSpec("sdxl_reload", "sdxl_base_graded", refiner="sdxl_refiner_graded")
+UI = ServerSpec("ui", "sd1_graded", ui=True)
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+class WebUIServer:
+    """One WebUI process. ``url`` is http://127.0.0.1:PORT."""
+
+    def __init__(self, host: HostConfig, spec: ServerSpec, workdir: Path):
+        self.host = host
+        self.spec = spec
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / "data"
+        self.log_path = self.workdir / "server.log"
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.http = _session()
+        self.started_at: float | None = None
+        self.ready_s: float | None = None      # start -> API answering
+        self.warm_s: float | None = None       # start -> warm-up generation done
+        self.models: list[dict] = []
+        self._log_start = 0                    # log offsets of the latest start / its warm-up end
+        self._log_warm = 0
+
+    # ---- info
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __repr__(self):
+        state = "alive" if self.alive else "stopped"
+        return f"<WebUIServer {self.spec.key} {self.spec.ckpt} ui={self.spec.ui} {self.url if self.port else ''} pid={self.pid} {state}>"
+
+    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no server log)"
+        return "\n".join(lines[-n:])
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def startup_log(self) -> str:
+        """The log of the latest start, up to the end of its warm-up generation (extension
+        load and UI build errors show here, not the later tests' deliberate failures)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                return f.read(max(0, (self._log_warm or 1 << 40) - self._log_start)).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def model_name(self, stem: str) -> str:
+        """The checkpoint's name as /sdapi/v1/sd-models lists it (``model_name``)."""
+        for m in self.models or self.get("/sdapi/v1/sd-models").json():
+            if m.get("model_name") == stem or m.get("title", "").split(" [")[0] in (stem, f"{stem}.safetensors"):
+                return m["model_name"]
+        raise ServerError(f"checkpoint {stem!r} not listed by /sdapi/v1/sd-models")
+
+    # ---- http
+    def get(self, path: str, timeout: float = 60, **kw) -> requests.Response:
+        return self.http.get(self.url + path, timeout=timeout, **kw)
+
+    def post(self, path: str, json_body=None, timeout: float = DEFAULT_REQUEST_TIMEOUT, **kw) -> requests.Response:
+        return self.http.post(self.url + path, json=json_body, timeout=timeout, **kw)
+
+    # ---- lifecycle
+    def _prepare_data_dir(self):
+        (self.data_dir / "extensions").mkdir(parents=True, exist_ok=True)
+        link = self.data_dir / "extensions" / EXTENSION_NAME
+        if not link.is_symlink():
+            link.symlink_to(PROJECT_ROOT, target_is_directory=True)
+        cfg = dict(BASE_OPTIONS)
+        cfg.update(dict(self.spec.options))
+        (self.data_dir / "config.json").write_text(json.dumps(cfg, indent=1))
+
+    def command(self) -> list[str]:
+        h = self.host
+        args = [str(h.python), "launch.py",
+                "--skip-prepare-environment", "--skip-torch-cuda-test", "--use-cpu", "all", "--no-half",
+                "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check", "--api",
+                "--server-name", "127.0.0.1", "--port", str(self.port),
+                "--ckpt-dir", str(h.ckpt_dir), "--ckpt", str(h.ckpt(self.spec.ckpt)),
+                "--data-dir", str(self.data_dir)]
+        if not self.spec.ui:
+            args.append("--nowebui")
+        args.extend(self.spec.extra_args)
+        return args
+
+    def environment(self) -> dict:
+        env = dict(os.environ)
+        for k in ("COMMANDLINE_ARGS", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SD_WEBUI_RESTART",
+                  "SD_WEBUI_RESTARTING", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                  "all_proxy", "ALL_PROXY"):
+            env.pop(k, None)
+        env.update({
+            "HF_HOME": str(self.host.hf_home),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "PYTHONUNBUFFERED": "1",
+            "no_proxy": "127.0.0.1,localhost",
+            "NO_PROXY": "127.0.0.1,localhost",
+        })
+        threads = os.environ.get("SD_WEBUI_THREADS", "").strip()
+        if threads:  # e.g. 1 when other CPU-heavy jobs share the 2 cores (OpenMP oversubscription)
+            env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        return env
+
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT):
+        if self.alive:
+            return self
+        self._prepare_data_dir()
+        for attempt in range(2):
+            self.port = free_port()
+            t0 = time.monotonic()
+            self.started_at = t0
+            with open(self.log_path, "ab") as log:
+                self._log_start = log.tell()
+                self._log_warm = 0
+                log.write(f"\n=== harness: start {self.spec} port {self.port}: {' '.join(self.command())}\n".encode())
+                log.flush()
+                self.proc = subprocess.Popen(
+                    self.command(), cwd=str(self.host.root), env=self.environment(),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True)  # own process group: stop() kills the whole group
+            _LIVE.add(self)
+            try:
+                self._wait_api(t0 + timeout)
+                break
+            except ServerError:
+                self.stop()
+                if attempt == 0 and "address already in use" in self.log_tail(30).lower():
+                    continue  # lost the port race; try another port once
+                raise
+        self.ready_s = time.monotonic() - t0
+        try:
+            self._warm_up(t0 + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.warm_s = time.monotonic() - t0
+        try:
+            self._log_warm = self.log_path.stat().st_size
+        except OSError:
+            pass
+        return self
+
+    def _check_alive(self, what: str):
+        if not self.alive:
+            code = self.proc.returncode if self.proc else None
+            raise ServerError(f"WebUI ({self.spec.key}) exited with code {code} while {what}; "
+                              f"log {self.log_path}:\n{self.log_tail(40)}")
+
+    def _wait_api(self, deadline: float):
+        """Port open and API routes mounted (in UI mode they are added after gradio starts)."""
+        paths = ["/sdapi/v1/sd-models"] + (["/"] if self.spec.ui else [])
+        pending = list(paths)
+        while pending:
+            self._check_alive("starting")
+            if time.monotonic() > deadline:
+                raise ServerError(f"WebUI ({self.spec.key}) did not answer {pending[0]} in time; log {self.log_path}")
+            try:
+                r = self.get(pending[0], timeout=10)
+                if r.status_code == 200:
+                    if pending[0] == "/sdapi/v1/sd-models":
+                        self.models = r.json()
+                    pending.pop(0)
+                    continue
+            except requests.RequestException:
+                pass
+            time.sleep(1.0)
+
+    def _warm_up(self, deadline: float):
+        """One throw-away generation: it waits for the background model load, and the first
+        generation after a (model) load is not bit-identical to later ones."""
+        payload = {}
+        if self.spec.refiner:
+            payload = {"refiner_checkpoint": self.model_name(self.spec.refiner), "refiner_switch_at": 0.5}
+        last = None
+        while True:
+            self._check_alive("warming up")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServerError(f"WebUI ({self.spec.key}) warm-up img2img did not succeed in time: {last}")
+            try:
+                r = post_img2img(self, timeout=max(remaining, 1), **payload)
+            except requests.RequestException as e:
+                last = repr(e)
+                time.sleep(2)
+                continue
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}: {r.text[:500]}"
+            if r.status_code not in (502, 503):
+                raise ServerError(f"WebUI ({self.spec.key}) warm-up img2img failed: {last}")
+            time.sleep(2)
+
+    def stop(self, timeout: float = 20.0):
+        """SIGTERM the process group, then SIGKILL after ``timeout`` seconds."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                _kill_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            _kill_group(proc.pid, signal.SIGKILL)  # stragglers in the group, if any
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            _LIVE.discard(self)
+            self.http.close()
+            self.http = _session()
+
+
+def _kill_group(pid: int, sig):
+    try:
+        os.killpg(pid, sig)  # start_new_session=True: the group id is the child's pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+_LIVE: set[WebUIServer] = set()
+
+
+@atexit.register
+def _stop_all_live():
+    for srv in list(_LIVE):
+        try:
+            srv.stop(timeout=5)
+        except Exception:
+            pass
+
+
+class ServerManager:
+    """Starts servers lazily, one per ServerSpec.key, and keeps at most ``max_alive`` alive,
+    stopping the least recently used one first (never one that the current test needs).
+    A stopped server is restarted in place (same object, same data dir, new port), so session-
+    scoped fixtures can hand out the object once."""
+
+    def __init__(self, host: HostConfig, workroot: Path, max_alive: int | None = None):
+        self.host = host
+        self.workroot = Path(workroot)
+        self.max_alive = max(1, int(max_alive or os.environ.get("SD_WEBUI_MAX_SERVERS", "1")))
+        self.servers: dict[str, WebUIServer] = {}
+        self.starts: list[dict] = []     # one entry per start: key, ready_s, warm_s
+        self.touched: list[WebUIServer] = []  # servers used by the current test (for log tails)
+        self._lru: list[str] = []
+        self._made = 0
+        self._failed: dict[str, str] = {}  # key -> why its start failed (no retry: fail fast)
+        self._lock = threading.RLock()
+
+    def server(self, spec: ServerSpec) -> WebUIServer:
+        """The (maybe not started) server object for ``spec``."""
+        with self._lock:
+            srv = self.servers.get(spec.key)
+            if srv is not None and srv.spec != spec:
+                srv.stop()
+                srv = None
+            if srv is None:
+                self._made += 1
+                workdir = self.workroot / f"{spec.key}-{self._made}"
+                workdir.mkdir(parents=True, exist_ok=True)
+                srv = self.servers[spec.key] = WebUIServer(self.host, spec, workdir)
+            return srv
+
+    def acquire(self, spec: ServerSpec, keep: Iterable[str] = ()) -> WebUIServer:
+        """Return the running server for ``spec``, starting it (and stopping others) if needed."""
+        with self._lock:
+            srv = self.server(spec)
+            if srv not in self.touched:
+                self.touched.append(srv)
+            if spec.key in self._lru:
+                self._lru.remove(spec.key)
+            self._lru.append(spec.key)
+            if not srv.alive and spec.key in self._failed:
+                raise ServerError(f"WebUI ({spec.key}) failed to start earlier in this session: {self._failed[spec.key]}")
+            if not srv.alive:
+                protected = set(keep) | {spec.key}
+                for key in list(self._lru):
+                    if sum(1 for s in self.servers.values() if s.alive) < self.max_alive:
+                        break
+                    if key not in protected:
+                        self.servers[key].stop()
+                t0 = time.monotonic()
+                try:
+                    srv.start()
+                except BaseException as e:
+                    self._failed[spec.key] = str(e).splitlines()[0][:300] if str(e) else repr(e)
+                    raise
+                finally:
+                    self.starts.append({"key": spec.key, "ok": srv.alive, "ready_s": srv.ready_s,
+                                        "warm_s": srv.warm_s, "total_s": time.monotonic() - t0})
+            return srv
+
+    def ensure(self, specs: Sequence[ServerSpec]) -> list[WebUIServer]:
+        """Make all ``specs`` alive together (a test that needs several servers)."""
+        keys = [s.key for s in specs]
+        return [self.acquire(s, keep=keys) for s in specs]
+
+    def stop_all(self):
+        for srv in list(self.servers.values()):
+            srv.stop()
+
+
+# --------------------------------------------------------------------------- images
+
+def png_b64(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def b64_image(data: str) -> Image.Image:
+    if data.startswith("data:"):
+        data = data.split(",", 1)[1]
+    im = Image.open(io.BytesIO(base64.b64decode(data)))
+    im.load()
+    return im
+
+
+def decode_images(response) -> list[Image.Image]:
+    """Images of an /sdapi/v1/txt2img|img2img answer (a Response or its parsed JSON)."""
+    js = response.json() if hasattr(response, "json") else response
+    return [b64_image(s) for s in js.get("images") or []]
+
+
+def response_info(response) -> dict:
+    js = response.json() if hasattr(response, "json") else response
+    info = js.get("info")
+    return json.loads(info) if isinstance(info, str) else (info or {})
+
+
+def _rgb_array(image) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    return np.asarray(image.convert("RGB"))
+
+
+def images_equal(a: Image.Image, b: Image.Image) -> bool:
+    """Bit-for-bit: same size, same mode, same pixel bytes."""
+    if a.size != b.size or a.mode != b.mode:
+        return False
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def mean_change(a, b, box: Sequence[int] | None = None) -> float:
+    """Mean absolute difference (0..255) over RGB channels, optionally inside
+    ``box`` = (left, top, right, bottom) in pixels, as PIL's crop box."""
+    xa = _rgb_array(a).astype(np.int32)
+    xb = _rgb_array(b).astype(np.int32)
+    if xa.shape != xb.shape:
+        raise ValueError(f"image shapes differ: {xa.shape} vs {xb.shape}")
+    if box is not None:
+        l, t, r, btm = box
+        xa, xb = xa[t:btm, l:r], xb[t:btm, l:r]
+        if xa.size == 0:
+            raise ValueError(f"empty box {box}")
+    return float(np.abs(xa - xb).mean())
+
+
+def max_change(a, b, box: Sequence[int] | None = None) -> int:
+    xa = _rgb_array(a).astype(np.int32)
+    xb = _rgb_array(b).astype(np.int32)
+    if box is not None:
+        l, t, r, btm = box
+        xa, xb = xa[t:btm, l:r], xb[t:btm, l:r]
+    return int(np.abs(xa - xb).max())
+
+
+def make_init_image(width: int = 64, height: int = 64) -> Image.Image:
+    """Deterministic colorful RGB test image: R/G/B gradients plus a few shapes, all placed
+    relative to the size, so non-square variants look alike."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    fx = x / max(width - 1, 1)
+    fy = y / max(height - 1, 1)
+    arr = np.stack([255 * fx, 255 * fy, 255 * (1 - (fx + fy) / 2)], axis=-1)
+    im = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(im)
+    w, h = width, height
+    d.rectangle([int(0.10 * w), int(0.10 * h), int(0.40 * w), int(0.35 * h)], fill=(250, 250, 245))
+    d.ellipse([int(0.55 * w), int(0.50 * h), int(0.90 * w), int(0.90 * h)], fill=(20, 20, 30))
+    d.polygon([(int(0.15 * w), int(0.90 * h)), (int(0.45 * w), int(0.90 * h)), (int(0.30 * w), int(0.55 * h))],
+              fill=(240, 200, 20))
+    d.line([(0, int(0.45 * h)), (w - 1, int(0.45 * h))], fill=(200, 30, 160), width=max(1, h // 32))
+    return im
+
+
+def make_map_image(width: int = 64, height: int = 64, kind: str = "halves", low: int = 0, high: int = 255) -> Image.Image:
+    """Deterministic grayscale ("L") change map.
+
+    kind: "halves" (left half ``low``, right half ``high``), "top_bottom" (top ``low``, bottom ``high``),
+    "ramp" (left->right ``low``..``high``), "radial" (centre ``high`` -> corners ``low``),
+    "constant" (all ``high``)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    if kind == "halves":
+        v = np.where(x < width // 2, low, high)
+    elif kind == "top_bottom":
+        v = np.where(y < height // 2, low, high)
+    elif kind == "ramp":
+        v = low + (high - low) * x / max(width - 1, 1)
+    elif kind == "radial":
+        r = np.hypot((x - (width - 1) / 2) / (width / 2), (y - (height - 1) / 2) / (height / 2))
+        v = high + (low - high) * np.clip(r / np.sqrt(2), 0, 1)
+    elif kind == "constant":
+        v = np.full((height, width), high, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown map kind {kind!r}")
+    return Image.fromarray(np.clip(np.rint(v), 0, 255).astype(np.uint8), "L")
+
+
+# --------------------------------------------------------------------------- API calls
+
+IMG2IMG_DEFAULTS = {
+    "prompt": "",
+    "negative_prompt": "",
+    "steps": 10,
+    "sampler_name": "Euler",
+    "seed": 12345,
+    "subseed": -1,
+    "subseed_strength": 0,
+    "cfg_scale": 7,
+    "denoising_strength": 0.5,
+    "batch_size": 1,
+    "n_iter": 1,
+    "send_images": True,
+    "save_images": False,
+}
+
+
+def img2img_payload(init_image: Image.Image | None = None, **payload) -> dict:
+    """Full /sdapi/v1/img2img body: defaults, then ``payload``. ``init_image`` (PIL) or
+    ``init_images`` (base64 list) give the input (default make_init_image(64, 64)); width/height
+    default to the init image's size; PIL images in ``mask`` are encoded too."""
+    body = dict(IMG2IMG_DEFAULTS)
+    if "init_images" not in payload:
+        im = init_image if init_image is not None else make_init_image(
+            payload.get("width", 64), payload.get("height", 64))
+        body["init_images"] = [png_b64(im)]
+        body.setdefault("width", im.width)
+        body.setdefault("height", im.height)
+    else:
+        first = b64_image(payload["init_images"][0])
+        body.setdefault("width", first.width)
+        body.setdefault("height", first.height)
+    for k, v in payload.items():
+        if isinstance(v, Image.Image):
+            v = png_b64(v)
+        body[k] = v
+    return body
+
+
+def post_img2img(server: WebUIServer | str, init_image: Image.Image | None = None,
+                 timeout: float = DEFAULT_REQUEST_TIMEOUT, prime: bool = False,
+                 **payload) -> requests.Response:
+    """POST /sdapi/v1/img2img with IMG2IMG_DEFAULTS (64x64, 10 steps Euler, seed 12345,
+    strength 0.5, the make_init_image() input) overridden by ``payload``.
+
+    ``prime=True`` first sends the identical request and discards its answer. Why: A1111's
+    img2img VAE encode samples the latent posterior with torch's *global* RNG, whose state is
+    whatever the previous request left (``rng.randn`` re-seeds it with that request's seed,
+    then draws its noise). So an answer is a function of (this payload, previous payload), and
+    may differ by ~1/255 in a few pixels otherwise. After a request with the same seed, size
+    and batch (e.g. the warm-up's defaults) it is bit-for-bit reproducible."""
+    body = img2img_payload(init_image, **payload)
+
+    def send():
+        if isinstance(server, WebUIServer):
+            return server.post("/sdapi/v1/img2img", body, timeout=timeout)
+        with _session() as s:
+            return s.post(str(server).rstrip("/") + "/sdapi/v1/img2img", json=body, timeout=timeout)
+
+    if prime:
+        r = send()
+        if r.status_code != 200:
+            return r
+    return send()
+
+
+def img2img_ok(server, **payload) -> tuple[list[Image.Image], dict]:
+    """post_img2img (same arguments) that asserts HTTP 200 and returns (images, info)."""
+    r = post_img2img(server, **payload)
+    assert r.status_code == 200, f"img2img answered {r.status_code}: {r.text[:2000]}"
+    return decode_images(r), response_info(r)
