@@ -51,6 +51,8 @@ PRESERVE_FEATHER = 4.0
 TEST_HOOKS = os.environ.get("SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST") == "1"
 _last_run_report: dict[str, Any] = {}
 
+INFOTEXT_KEYS = frozenset([*(setting.infotext_key for setting in SETTINGS if setting.infotext_key), MAP_HASH_INFOTEXT_KEY])
+
 # The one generation allowed to blend; set at the start of every run, so a
 # wrapper left behind by a failed run can never act on a later one.
 _active_run: str | None = None
@@ -340,6 +342,8 @@ class Script(scripts.Script):
         global _active_run
         _active_run = None  # reset at every start, whatever the last run left
         p.__dict__.pop(STATE_ATTRIBUTE, None)
+        # A fresh dict without our keys: X/Y/Z cells share the one they were copied from.
+        p.extra_generation_params = {key: value for key, value in p.extra_generation_params.items() if key not in INFOTEXT_KEYS}
         try:
             args = _parse(p, script_args)
             if not args.enabled:
@@ -394,7 +398,8 @@ class Script(scripts.Script):
     def on_mask_blend(self, p: Any, mba: Any, *script_args: Any) -> None:
         # The change map (already multiplied by the mask) decides what is kept;
         # the WebUI's own latent mask blend would pin partly masked pixels forever.
-        if _state(p) is not None:
+        state = _state(p)
+        if state is not None and state.engine is not None:
             mba.blended_latent = mba.current_latent
 
     def post_sample(self, p: Any, ps: Any, *script_args: Any) -> None:

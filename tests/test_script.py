@@ -1,0 +1,892 @@
+"""The WebUI glue (``scripts/differential_diffusion.py``) on a stand-in host.
+
+No WebUI runs in CI: ``tests/standin`` holds the few ``modules`` of A1111
+v1.10.1 the script touches and a ``gradio`` stand-in; ``fake_img2img`` rebuilds
+img2img's hook order and samplers around the real k-diffusion sampler
+functions. The script is loaded the way A1111 loads it (file spec, extension
+root first on ``sys.path``) and every generation goes through
+``process_images`` with the hooks dispatched like the host's ``ScriptRunner``
+(hook exceptions are only reported, never raised).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import importlib.util
+import inspect
+import io
+import json
+import re
+import sys
+import types
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lib_differential_diffusion.args import MAP_HASH_INFOTEXT_KEY, POSITIONAL_ORDER, SETTINGS, SETTINGS_BY_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN = ROOT / "tests" / "standin"
+SCRIPT_PATH = ROOT / "scripts" / "differential_diffusion.py"
+STANDIN_TOP_LEVEL = {"modules", "gradio", "fake_img2img"}
+SIZE = 64
+DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key} | {MAP_HASH_INFOTEXT_KEY}
+
+
+# --- loading the script on the stand-in host -----------------------------------------
+
+
+@dataclass
+class Host:
+    module: types.ModuleType  # the loaded script file
+    script: Any  # its Script instance, set up like the host's ScriptRunner does
+    controls: list  # what ui(True) returned
+    host_inputs: dict  # img2img components the script picked up in after_component
+    scripts: types.ModuleType
+    shared: types.ModuleType
+    script_callbacks: types.ModuleType
+    errors: types.ModuleType
+    gr: types.ModuleType
+    driver: types.ModuleType  # fake_img2img
+
+    @property
+    def runner(self):
+        return self.scripts.ScriptRunner([self.script])
+
+    @property
+    def components(self) -> dict:
+        return dict(zip(POSITIONAL_ORDER, self.controls))
+
+
+def _is_standin(name: str, top_level: set[str]) -> bool:
+    return name.split(".")[0] in top_level
+
+
+@pytest.fixture(scope="module")
+def host():
+    top_level = set(STANDIN_TOP_LEVEL)
+    extra_path = [str(STANDIN)]
+    if importlib.util.find_spec("cv2") is None:  # the WebUI ships opencv; CI may not
+        extra_path.append(str(STANDIN / "cv2_fallback"))
+        top_level.add("cv2")
+    saved_path = list(sys.path)
+    saved_modules = {name: module for name, module in sys.modules.items() if _is_standin(name, top_level)}
+    for name in saved_modules:
+        del sys.modules[name]
+    sys.path[:0] = extra_path
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the model is tiny: thread hand-offs would cost far more than the math
+    try:
+        import fake_img2img
+        import gradio as gr
+        from modules import errors, script_callbacks, scripts, shared
+
+        # modules/scripts.py load_scripts + script_loading.load_module: extension root first while loading.
+        syspath = sys.path
+        sys.path = [str(ROOT)] + sys.path
+        try:
+            spec = importlib.util.spec_from_file_location(SCRIPT_PATH.name, str(SCRIPT_PATH))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        finally:
+            sys.path = syspath
+        for value in module.__dict__.values():
+            if inspect.isclass(value) and issubclass(value, scripts.Script):
+                scripts.scripts_data.append(scripts.ScriptClassData(value, str(SCRIPT_PATH), str(ROOT), module))
+
+        script = module.Script()
+        script.filename = str(SCRIPT_PATH)
+        script.is_img2img = True
+        assert script.show(True) is scripts.AlwaysVisible and script.show(False) is False
+        script.alwayson = True
+        with gr.Blocks():
+            host_inputs = _img2img_inputs(gr)
+            for elem_id, component in host_inputs.items():
+                script.after_component(component, elem_id=elem_id)
+            controls = script.ui(True)
+        script.args_from, script.args_to = 1, 1 + len(controls)
+        yield Host(module, script, controls, host_inputs, scripts, shared, script_callbacks, errors, gr, fake_img2img)
+    finally:
+        torch.set_num_threads(threads)
+        sys.path[:] = saved_path
+        for name in [name for name in sys.modules if _is_standin(name, top_level)]:
+            del sys.modules[name]
+        sys.modules.update(saved_modules)
+
+
+def _img2img_inputs(gr) -> dict:
+    """The img2img tab's components the preview reads (created before scripts' UI in the host)."""
+    return {
+        "img2img_image": gr.Image(elem_id="img2img_image", type="pil"),
+        "img2img_width": gr.Slider(64, 2048, value=512, step=8, elem_id="img2img_width"),
+        "img2img_height": gr.Slider(64, 2048, value=512, step=8, elem_id="img2img_height"),
+        "img2img_steps": gr.Slider(1, 150, value=20, step=1, elem_id="img2img_steps"),
+        "img2img_denoising_strength": gr.Slider(0.0, 1.0, value=0.75, step=0.01, elem_id="img2img_denoising_strength"),
+        "resize_mode": gr.Radio(choices=["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"], type="index", value="Just resize", elem_id="resize_mode"),
+    }
+
+
+@pytest.fixture(autouse=True)
+def clean_host_state(request):
+    if "host" in request.fixturenames:
+        host = request.getfixturevalue("host")
+        host.errors.reported.clear()
+        host.shared.state.begin()
+        host.shared.opts.img2img_fix_steps = False
+    yield
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+def photo(width: int = SIZE, height: int = SIZE, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.uint8)
+    return Image.fromarray(small).resize((width, height), Image.BICUBIC)
+
+
+def gray(array: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(np.asarray(array) * 255), 0, 255).astype(np.uint8), "L")
+
+
+def columns(*values: float, width: int = SIZE, height: int = SIZE) -> Image.Image:
+    """A map of equal vertical bands."""
+    band = np.repeat(np.asarray(values, dtype=np.float64), width // len(values))
+    return gray(np.tile(band, (height, 1)))
+
+
+def ramp_map() -> Image.Image:
+    """Black left quarter (kept), then a ramp to white: pinned, staggered and free pixels."""
+    x = (np.arange(SIZE) + 0.5) / SIZE
+    return gray(np.tile(np.clip((x - 0.25) / 0.75, 0, 1), (SIZE, 1)))
+
+
+def png_b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def ui_values(**values: Any) -> list:
+    """UI positional form, enabled unless told otherwise."""
+    merged = {setting.name: setting.default for setting in SETTINGS} | {"enabled": True} | values
+    return [merged[name] for name in POSITIONAL_ORDER]
+
+
+def script_args(host: Host, values: list | None = None, api: Any = None) -> list:
+    """``p.script_args``: the UI's defaults everywhere (api.init_default_script_args), then this script's."""
+    args = [0, *[component.value for component in host.controls]]
+    if api is not None:
+        args[host.script.args_from] = api  # the API puts its "args"[0] where the first UI value goes
+    elif values is not None:
+        args[host.script.args_from : host.script.args_to] = values
+    return args
+
+
+def make_p(host: Host, values: list | None = None, api: Any = None, **kwargs: Any):
+    kwargs.setdefault("init_images", [photo()])
+    kwargs.setdefault("width", SIZE)
+    kwargs.setdefault("height", SIZE)
+    return host.driver.StableDiffusionProcessingImg2Img(script_args=script_args(host, values, api), scripts=host.runner, **kwargs)
+
+
+def generate(host: Host, values: list | None = None, api: Any = None, **kwargs: Any):
+    p = make_p(host, values, api, **kwargs)
+    return p, host.driver.process_images(p)
+
+
+def plain(host: Host, **kwargs: Any):
+    return generate(host, ui_values(enabled=False), **kwargs)
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def host_init_image(host: Host, p, index: int = 0) -> np.ndarray:
+    """The init image as the host's img2img prepares it (flatten + resize_image)."""
+    image = host.driver.images.flatten(p.init_images[index], host.shared.opts.img2img_background_color)
+    return pixels(host.driver.images.resize_image(p.resize_mode, image, p.width, p.height))
+
+
+def assert_no_hook_errors(host: Host) -> None:
+    assert host.errors.reported == [], [message for message, _ in host.errors.reported]
+
+
+def cfg_class_forward(host: Host):
+    return host.driver.CFGDenoiser.__dict__["forward"]
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def test_api_dict_and_ui_values_parse_to_the_same_args(host):
+    change_map = ramp_map()
+    settings = dict(invert=True, preserve=False, gamma=2.0, blur=1.0, low=0.1, high=0.9)
+    ui_p = make_p(host, ui_values(map=change_map, **settings))
+    api_p = make_p(host, api={"map": png_b64(change_map), **settings, "gamma": 2})  # JSON ints are numbers too
+    for p in (ui_p, api_p):
+        host.runner.before_process(p)
+    ui_state, api_state = ui_p.differential_diffusion_state, api_p.differential_diffusion_state
+    for field in fields(ui_state.args):
+        if field.name != "map":  # a PIL image on one side, base64 on the other
+            assert getattr(ui_state.args, field.name) == getattr(api_state.args, field.name), field.name
+    assert ui_state.map_hash == api_state.map_hash is not None  # the same pixels were decoded
+    assert np.array_equal(ui_state.map_array, api_state.map_array)
+    assert ui_p.extra_generation_params == api_p.extra_generation_params
+    assert ui_p.extra_generation_params["DD gamma"] == 2.0 and ui_p.extra_generation_params["Differential Diffusion"] is True
+    assert_no_hook_errors(host)
+
+
+def test_api_dict_enabled_false_and_ui_defaults_leave_the_run_alone(host):
+    for p in (make_p(host, api={"enabled": False}), make_p(host)):  # make_p(host): all UI defaults (panel closed)
+        host.runner.before_process(p)
+        assert not hasattr(p, "differential_diffusion_state")
+        assert p.extra_generation_params == {}
+        assert p.init.__func__ is host.driver.StableDiffusionProcessingImg2Img.init
+    assert host.module._active_run is None
+
+
+@functools.lru_cache(maxsize=1)
+def _b64_map() -> str:
+    """A valid map in the API's form."""
+    return png_b64(ramp_map())
+
+
+BAD_ARGS = [
+    ("unknown key", lambda: {"map": _b64_map(), "strength": 0.5}, "strength"),
+    ("string boolean", lambda: {"map": _b64_map(), "invert": "true"}, "invert"),
+    ("string boolean preserve", lambda: {"map": _b64_map(), "preserve": "false"}, "preserve"),
+    ("string enabled", lambda: {"map": _b64_map(), "enabled": "true"}, "enabled"),
+    ("string number", lambda: {"map": _b64_map(), "gamma": "2"}, "gamma"),
+    ("boolean number", lambda: {"map": _b64_map(), "blur": True}, "blur"),
+    ("NaN", lambda: {"map": _b64_map(), "gamma": float("nan")}, "gamma"),
+    ("inf", lambda: {"map": _b64_map(), "high": float("inf")}, "high"),
+    ("negative gamma", lambda: {"map": _b64_map(), "gamma": -1.0}, "gamma"),
+    ("zero gamma", lambda: {"map": _b64_map(), "gamma": 0}, "gamma"),
+    ("low above high", lambda: {"map": _b64_map(), "low": 0.8, "high": 0.2}, "low"),
+    ("high above 1", lambda: {"map": _b64_map(), "high": 1.5}, "high"),
+    ("blur too big", lambda: {"map": _b64_map(), "blur": 1000}, "blur"),
+    ("missing map", lambda: {}, "map"),
+    ("empty map", lambda: {"map": ""}, "map"),
+    ("map not an image", lambda: {"map": base64.b64encode(b"not an image").decode()}, "map"),
+    ("map not base64", lambda: {"map": "%%%"}, "map"),
+    ("unknown source", lambda: {"map": _b64_map(), "source": "sketch"}, "source"),
+    ("inpaint mask source without a mask", lambda: {"source": "inpaint mask"}, "source"),
+    ("UI: enabled without a map", lambda: ui_values(map=None), "map"),
+    ("UI: text in a checkbox", lambda: ui_values(map=ramp_map(), invert="yes"), "invert"),
+    ("UI: text in a slider", lambda: ui_values(map=ramp_map(), low="0.2"), "low"),
+    ("UI: inpaint mask source without a mask", lambda: ui_values(source="inpaint mask"), "source"),
+]
+
+
+@pytest.mark.parametrize("make_args, field", [case[1:] for case in BAD_ARGS], ids=[case[0] for case in BAD_ARGS])
+def test_bad_arguments_fail_the_generation_with_422(host, make_args, field):
+    args = make_args()
+    p = make_p(host, api=args) if isinstance(args, dict) else make_p(host, args)
+    with pytest.raises(Exception) as caught:
+        host.driver.process_images(p)
+    error = caught.value
+    assert str(error).startswith(f"Differential Diffusion: {field}: "), str(error)
+    # modules/api/api.py handle_exception: status_code=vars(e).get('status_code', 500)
+    assert vars(error).get("status_code", 500) == 422
+    assert isinstance(error, ValueError)
+    assert p.sampler is None  # refused in p.init, before anything was sampled
+    assert host.module._active_run is None
+    assert not hasattr(p, "differential_diffusion_state")
+    assert "Differential Diffusion" not in p.extra_generation_params
+    assert_no_hook_errors(host)  # raised from the generation, not swallowed as a hook error
+
+
+def test_a_refused_run_does_not_affect_the_next_one(host):
+    _, baseline = plain(host)
+    with pytest.raises(ValueError):
+        generate(host, api={"map": _b64_map(), "gamma": "x"})
+    _, after = plain(host)
+    assert torch.equal(after.latents[0], baseline.latents[0])
+    p, _ = generate(host, ui_values(map=ramp_map()))
+    assert p.extra_generation_params["Differential Diffusion"] is True
+    assert_no_hook_errors(host)
+
+
+# --- hook lifecycle ---------------------------------------------------------------------------
+
+SAMPLERS = ["Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ SDE", "DDIM"]
+
+
+def test_enabled_run_wraps_only_its_own_sampler_and_unwraps_after(host):
+    class_forward = cfg_class_forward(host)
+    seen = {}
+
+    def probe(denoiser):  # at the 3rd model call, mid-sampling
+        other = host.driver.create_sampler("Euler")
+        seen["own instance wrapped"] = "forward" in denoiser.__dict__
+        seen["other instance wrapped"] = "forward" in other.model_wrap_cfg.__dict__
+        seen["class forward untouched"] = type(denoiser).__dict__["forward"] is class_forward
+        seen["active run"] = host.module._active_run
+
+    p, processed = generate(host, ui_values(map=ramp_map()), faults={3: probe}, denoising_strength=0.8)
+    state = p.differential_diffusion_state
+    assert seen == {"own instance wrapped": True, "other instance wrapped": False, "class forward untouched": True, "active run": state.run_id}
+    cfg = p.sampler.model_wrap_cfg
+    assert all(cfg.wrapped_at_call) and cfg.calls == len(state.engine.calls) > 0  # every model call went through the blend
+    # post_sample/postprocess put the class's forward back and closed the run
+    assert "forward" not in cfg.__dict__ and cfg.forward.__func__ is class_forward
+    assert state.wrapped_denoiser is None and host.module._active_run is None
+    assert {"Differential Diffusion", "DD gamma", MAP_HASH_INFOTEXT_KEY} <= set(processed.infotext_params)
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
+@pytest.mark.parametrize("fix_steps", [False, True], ids=["", "fix_steps"])
+def test_all_zeros_map_returns_the_init_exactly(host, sampler_name, fix_steps):
+    host.shared.opts.img2img_fix_steps = fix_steps
+    black = gray(np.zeros((SIZE, SIZE)))
+    p, processed = generate(host, ui_values(map=black), sampler_name=sampler_name, denoising_strength=0.9)
+    assert torch.equal(processed.latents[0], p.init_latent)  # post_sample's finalize
+    assert np.array_equal(pixels(processed.images[0]), host_init_image(host, p))  # preserve: the input's own pixels
+    p, processed = generate(host, ui_values(map=black, preserve=False), sampler_name=sampler_name, denoising_strength=0.9)
+    assert torch.equal(processed.latents[0], p.init_latent)
+    _, baseline = plain(host, sampler_name=sampler_name, denoising_strength=0.9)
+    assert not torch.equal(baseline.latents[0], p.init_latent)  # plain img2img does change the image
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
+def test_all_ones_map_equals_the_plain_run_bit_for_bit(host, sampler_name):
+    _, baseline = plain(host, sampler_name=sampler_name, seed=11)
+    p, processed = generate(host, ui_values(map=gray(np.ones((SIZE, SIZE)))), sampler_name=sampler_name, seed=11)
+    assert torch.equal(processed.latents[0], baseline.latents[0])
+    assert np.array_equal(pixels(processed.images[0]), pixels(baseline.images[0]))
+    assert not any(p.sampler.model_wrap_cfg.wrapped_at_call)  # nothing pinned: the denoiser is never wrapped
+    assert processed.infotext_params.keys() - baseline.infotext_params.keys() == DD_INFOTEXT_KEYS
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize("sampler_name", ["Euler", "DDIM"])
+def test_change_map_pins_kept_pixels_and_changes_the_rest(host, sampler_name):
+    p, processed = generate(host, ui_values(map=columns(0, 1), preserve=False), sampler_name=sampler_name, denoising_strength=0.8)
+    _, baseline = plain(host, sampler_name=sampler_name, denoising_strength=0.8)
+    latent, init = processed.latents[0], p.init_latent
+    half = latent.shape[3] // 2
+    assert torch.equal(latent[..., :half], init[..., :half])
+    assert (latent[..., half + 1 :] - init[..., half + 1 :]).abs().mean() > 0.05
+    # the changed side is img2img at full strength, nudged only near the seam by the model's 5x5 field
+    assert (latent[..., half + 3 :] - baseline.latents[0][..., half + 3 :]).abs().max() < 0.1 * (baseline.latents[0] - init).abs().max()
+
+
+@pytest.mark.parametrize("sampler_name", ["Euler", "Heun", "DPM++ SDE", "DDIM"])
+def test_all_pinned_first_steps_are_skipped_with_the_same_result(host, sampler_name):
+    """A map whose brightest pixel is 0.5 pins everything for the first half: the host samples less, same output."""
+    values = ui_values(map=columns(0, 0.5), preserve=False)
+    kwargs = dict(sampler_name=sampler_name, denoising_strength=0.8, steps=20, seed=50)
+
+    class OtherExtension(host.scripts.Script):  # runs after ours, like any later alwayson script
+        seen: list = []
+
+        def postprocess_image(self, p, pp, *args):
+            self.seen.append(p.denoising_strength)
+
+    other = OtherExtension()
+    other.args_from = other.args_to = host.script.args_to
+    p = make_p(host, values, **kwargs)
+    p.scripts = host.scripts.ScriptRunner([host.script, other])
+    skipped = host.driver.process_images(p)
+    assert other.seen == [0.8]  # other scripts see the slider's strength once sampling is over
+    # Prompt editing with the same prompt on both sides: identical conditioning, but the step
+    # count matters to a schedule, so the script must not skip here.
+    cond = host.driver.COND
+    q, full = generate(host, values, prompt_schedule=[(5, cond), (20, cond)], **kwargs)
+    skip_call, full_call = p.sampler.sample_calls[0], q.sampler.sample_calls[0]
+    assert full_call["denoising_strength"] == 0.8
+    assert skip_call["denoising_strength"] == pytest.approx(0.8 * 128 / 255)  # the brightest pixel's strength
+    assert skip_call["model_calls"] < full_call["model_calls"]
+    assert torch.equal(skipped.latents[0], full.latents[0])
+    assert p.denoising_strength == q.denoising_strength == 0.8  # restored after sampling
+    assert skipped.infotext_params["Denoising strength"] == 0.8
+    host.shared.opts.img2img_fix_steps = True  # counts steps from the slider: no skipping
+    r, _ = generate(host, values, **kwargs)
+    assert r.sampler.sample_calls[0]["denoising_strength"] == 0.8
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize("resize_mode", [0, 1, 2, 3])
+def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
+    """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""
+    p, processed = generate(host, ui_values(map=columns(0, 0, 1, 1)), init_images=[photo(96, 64, seed=2)], resize_mode=resize_mode)
+    state = p.differential_diffusion_state
+    kept = state.pixel_strengths[0] == 0
+    assert kept.any() and not kept.all()
+    assert kept[:, 0].all()  # the black left edge lands on the output's left edge in every mode
+    never = state.engine.never_released.expand_as(processed.latents[0])
+    assert bool(never.any()) and torch.equal(processed.latents[0][never], p.init_latent[never])
+    # preserve: the host's own init pixels (mode 3 resizes the latent; its pixels are the plain stretch)
+    image = host.driver.images.flatten(p.init_images[0], host.shared.opts.img2img_background_color)
+    original = pixels(host.driver.images.resize_image(resize_mode if resize_mode != 3 else 0, image, SIZE, SIZE))
+    assert np.array_equal(pixels(processed.images[0])[kept], original[kept])
+    assert_no_hook_errors(host)
+
+
+def test_exception_inside_sampling_leaves_no_active_wrapper(host):
+    _, baseline = plain(host, seed=3)
+    failing = make_p(host, ui_values(map=ramp_map()), faults={3: RuntimeError("CUDA out of memory")}, seed=3)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        host.driver.process_images(failing)
+    stale_cfg = failing.sampler.model_wrap_cfg
+    stale_engine = failing.differential_diffusion_state.engine
+    assert "forward" in stale_cfg.__dict__  # no hook ran after the failure: the wrapper is still on that object
+
+    # The next generation (new p, new sampler) is exactly plain img2img.
+    p, after = plain(host, seed=3)
+    assert torch.equal(after.latents[0], baseline.latents[0])
+    assert np.array_equal(pixels(after.images[0]), pixels(baseline.images[0]))
+    assert not any(p.sampler.model_wrap_cfg.wrapped_at_call)
+
+    # A new enabled run has started: the stale wrapper must not blend (gate on _active_run).
+    new = make_p(host, ui_values(map=ramp_map()), seed=4)
+    host.runner.before_process(new)
+    assert host.module._active_run == new.differential_diffusion_state.run_id
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 5
+    x_before = x.clone()
+    sigma = torch.tensor([5.0])
+    calls_before = len(stale_engine.calls)
+    through_stale = stale_cfg(x, sigma, **failing.sampler.sampler_extra_args)
+    direct = cfg_class_forward(host)(stale_cfg, x_before.clone(), sigma, **failing.sampler.sampler_extra_args)
+    assert torch.equal(x, x_before)  # the blend writes pinned pixels into x in place; nothing was written
+    assert torch.equal(through_stale, direct)
+    assert len(stale_engine.calls) == calls_before
+    host.runner.postprocess(new, None)
+    assert_no_hook_errors(host)
+
+
+def test_interrupt_inside_sampling_leaves_no_active_wrapper(host):
+    _, baseline = plain(host, seed=5, steps=20)
+    p, interrupted = generate(host, ui_values(map=columns(0, 0.5)), faults={4: "interrupt"}, seed=5, n_iter=2, steps=20)
+    assert p.sampler.sample_calls[0]["denoising_strength"] < 0.75 and p.denoising_strength == 0.75  # skipped, then restored
+    # launch_sampling caught InterruptedException (a BaseException) raised inside the wrapped forward;
+    # the host went on with post_sample / postprocess_image / postprocess for that batch.
+    assert len(interrupted.latents) == 1 and p.sampler.model_wrap_cfg.calls == 4
+    assert "forward" not in p.sampler.model_wrap_cfg.__dict__
+    assert host.module._active_run is None
+    half = SIZE // 16
+    assert torch.equal(interrupted.latents[0][..., :half], p.init_latent[..., :half])  # kept pixels kept anyway
+    host.shared.state.begin()  # the next job resets the flags
+    _, after = plain(host, seed=5, steps=20)
+    assert torch.equal(after.latents[0], baseline.latents[0])
+    assert np.array_equal(pixels(after.images[0]), pixels(baseline.images[0]))
+    assert_no_hook_errors(host)
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+def test_batch_size_two_blends_each_image_with_its_own_init_noise_and_map(host):
+    wide = photo(2 * SIZE, SIZE, seed=9)
+    square = photo(seed=8)
+    # Crop and resize: the map is stretched over each init image, then cropped like it.
+    # Its black left quarter survives on the square image (x < 16) and is cropped away on the wide one.
+    values = ui_values(map=columns(0, 1, 1, 1))
+    kwargs = dict(resize_mode=1, denoising_strength=0.8, seed=20)
+    p, batch = generate(host, values, init_images=[square, wide], batch_size=2, **kwargs)
+    assert p.init_latent.shape[0] == 2
+    state = p.differential_diffusion_state
+    assert set(state.pixel_strengths) == {0, 1}
+    assert (state.pixel_strengths[0][:, :16] == 0).all() and (state.pixel_strengths[0][:, 16:] > 0).all()
+    assert (state.pixel_strengths[1] > 0).all()
+    latents = batch.latents[0]
+    assert torch.equal(latents[0, ..., :2], p.init_latent[0, ..., :2])
+    # Each row equals its own single-image run (row 1: seed 21's noise, its own init).
+    for index, (image, seed) in enumerate([(square, 20), (wide, 21)]):
+        single_p, single = generate(host, values, init_images=[image], **{**kwargs, "seed": seed})
+        # (a batch of 2 runs the convolutions batched: equal up to float rounding, not bit for bit)
+        assert torch.allclose(latents[index], single.latents[0][0], rtol=0, atol=1e-5), index
+        assert np.abs(pixels(batch.images[index]).astype(int) - pixels(single.images[0])).max() <= 1, index
+    # postprocess_image (batch_index) preserved each image's own kept pixels
+    assert np.array_equal(pixels(batch.images[0])[:, :16], host_init_image(host, p, 0)[:, :16])
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize("sampler_name", ["Euler a", "DDIM"])
+@pytest.mark.parametrize("change_map", [ramp_map, lambda: columns(0, 0.5)], ids=["ramp", "max 0.5 (skips steps)"])
+def test_batch_count_two_rebuilds_the_blend_for_each_batch(host, sampler_name, change_map):
+    values = ui_values(map=change_map())
+    p, both = generate(host, values, n_iter=2, seed=30, sampler_name=sampler_name)
+    sampler = p.sampler
+    assert len(sampler.sample_calls) == 2 and all(call["forward_replaced"] for call in sampler.sample_calls)
+    assert sampler.sample_calls[0]["denoising_strength"] == sampler.sample_calls[1]["denoising_strength"]
+    assert p.denoising_strength == 0.75  # the slider again after each batch
+    assert not torch.equal(sampler.sample_calls[0]["noise"], sampler.sample_calls[1]["noise"])
+    for iteration, seed in enumerate([30, 31]):
+        _, single = generate(host, values, seed=seed, sampler_name=sampler_name)
+        assert torch.equal(both.latents[iteration], single.latents[0]), iteration
+        assert np.array_equal(pixels(both.images[iteration]), pixels(single.images[0]))
+    assert "forward" not in sampler.model_wrap_cfg.__dict__
+    assert_no_hook_errors(host)
+
+
+# --- inpainting -----------------------------------------------------------------------------
+
+
+def test_inpaint_mask_source_keeps_unmasked_pixels_and_bypasses_the_host_blend(host):
+    mask = columns(1, 0)  # inpaint the left half (the host blurs the edge by 4 px)
+    p, processed = generate(host, ui_values(source="inpaint mask"), image_mask=mask, denoising_strength=0.8)
+    assert p.mask_round is False  # `process` ran before the host's init: its latent mask is soft like the strengths
+    assert bool(((p.nmask > 0) & (p.nmask < 1)).any())
+    cfg = p.sampler.model_wrap_cfg
+    assert cfg.blends and all(cfg.blends)  # every in-sampling mask blend was handed back unblended
+    latent, init = processed.latents[0], p.init_latent
+    sampled = p.sampler.sample_calls[0]["samples"]
+    never = p.differential_diffusion_state.engine.never_released.expand_as(latent)
+    assert bool(never.any()) and bool((~never).any())
+    assert torch.equal(latent[never], init[never])  # strength 0 (outside the mask): the input exactly
+    assert torch.equal(latent[~never], sampled[~never])  # the host's final blend was bypassed too ...
+    host_blend = sampled * p.nmask + init * p.mask
+    assert not torch.equal(host_blend[~never], latent[~never])  # ... and it would have changed the result
+    assert (latent[..., :2] - init[..., :2]).abs().mean() > 0.05
+    assert np.array_equal(pixels(processed.images[0])[:, 48:], host_init_image(host, p)[:, 48:])  # preserve
+    assert_no_hook_errors(host)
+
+
+def test_map_times_inpaint_mask_with_only_masked(host):
+    image_mask = gray(np.pad(np.ones((24, 24)), 20))  # a centred square
+    p, processed = generate(
+        host, ui_values(map=gray(np.ones((SIZE, SIZE))), preserve=False), image_mask=image_mask, mask_blur=0, inpaint_full_res=True, init_images=[photo(128, 128, seed=4)]
+    )
+    assert p.paste_to is not None  # the host cropped to the mask ("only masked")
+    state = p.differential_diffusion_state
+    strengths = state.pixel_strengths[0]
+    assert strengths.shape == (SIZE, SIZE) and 0 < strengths.mean() < 1
+    kept = torch.from_numpy(host.module.to_latent(strengths, (8, 8))[0, 0].numpy() == 0)
+    assert kept.any()
+    assert torch.equal(processed.latents[0][..., kept], p.init_latent[..., kept])
+    assert_no_hook_errors(host)
+
+
+# --- X/Y/Z plot ---------------------------------------------------------------------------------
+
+
+def _fake_xyz(host: Host) -> types.ModuleType:
+    """scripts/xyz_grid.py as A1111 loads it: module named 'xyz_grid.py', AxisOption classes, axis_options."""
+    xyz = types.ModuleType("xyz_grid.py")
+
+    class AxisOption:
+        def __init__(self, label, type, apply, format_value=None, confirm=None, cost=0.0, choices=None, prepare=None):
+            self.label, self.type, self.apply, self.format_value = label, type, apply, format_value
+            self.confirm, self.cost, self.choices, self.prepare = confirm, cost, choices, prepare
+
+    class AxisOptionImg2Img(AxisOption):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.is_img2img = True
+
+    class Script(host.scripts.Script):
+        def title(self):
+            return "X/Y/Z plot"
+
+    Script.__module__ = "xyz_grid.py"
+    xyz.AxisOption, xyz.AxisOptionImg2Img, xyz.Script = AxisOption, AxisOptionImg2Img, Script
+    xyz.axis_options = [AxisOption("Nothing", str, lambda p, x, xs: None), AxisOptionImg2Img("Denoising", float, lambda p, x, xs: setattr(p, "denoising_strength", x))]
+    return xyz
+
+
+@pytest.fixture
+def xyz(host):
+    module = _fake_xyz(host)
+    entry = host.scripts.ScriptClassData(module.Script, "/webui/scripts/xyz_grid.py", "/webui", module)
+    host.scripts.scripts_data.append(entry)
+    yield module
+    host.scripts.scripts_data.remove(entry)
+
+
+def _axis(xyz, name: str):
+    return next(option for option in xyz.axis_options if option.label == f"[Differential Diffusion] {name}")
+
+
+def test_xyz_axes_are_registered_once(host, xyz):
+    assert _registered(host, "before_ui")
+    host.script_callbacks.before_ui_callback()
+    host.script_callbacks.before_ui_callback()  # UI reload
+    labels = [option.label for option in xyz.axis_options if option.label.startswith("[Differential Diffusion]")]
+    assert labels == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High")]
+    assert all(isinstance(option, xyz.AxisOptionImg2Img) for option in xyz.axis_options[2:])
+    assert [option.type for option in xyz.axis_options[2:]] == [str, str, float, float, float, float]
+    assert _axis(xyz, "Enabled").choices() == ["True", "False"]
+    assert_no_hook_errors(host)
+
+
+def test_without_xyz_no_axes_and_no_error(host):
+    host.module._on_before_ui()
+    assert_no_hook_errors(host)
+
+
+def _xyz_cells(xyz, p, axis_name: str, values: list) -> list:
+    """What scripts/xyz_grid.py does per cell: pc = copy(p); opt.apply(pc, opt.type(value), values)."""
+    option = _axis(xyz, axis_name)
+    typed = [option.type(value) for value in values]
+    cells = []
+    for value in typed:
+        pc = copy.copy(p)
+        option.apply(pc, value, typed)
+        cells.append(pc)
+    return cells
+
+
+def test_xyz_axis_values_do_not_leak_between_cells(host, xyz):
+    host.script_callbacks.before_ui_callback()
+    p = make_p(host, ui_values(map=ramp_map()))
+    gamma_cells = _xyz_cells(xyz, p, "Gamma", ["0.5", "3"])
+    enabled_cells = [_xyz_cells(xyz, cell, "Enabled", ["False"])[0] for cell in gamma_cells]  # a Y axis over X
+    invert_cells = _xyz_cells(xyz, p, "Invert", ["True", "false"])
+    assert not hasattr(p, "differential_diffusion_overrides")
+    assert [cell.differential_diffusion_overrides for cell in gamma_cells] == [{"gamma": 0.5}, {"gamma": 3.0}]
+    assert [cell.differential_diffusion_overrides for cell in enabled_cells] == [{"gamma": 0.5, "enabled": False}, {"gamma": 3.0, "enabled": False}]
+    assert [cell.differential_diffusion_overrides for cell in invert_cells] == [{"invert": True}, {"invert": False}]
+    for cell, gamma in zip(gamma_cells, [0.5, 3.0]):
+        host.runner.before_process(cell)
+        assert cell.differential_diffusion_state.args.gamma == gamma
+    for cell in enabled_cells:
+        host.runner.before_process(cell)
+        assert not hasattr(cell, "differential_diffusion_state")
+    host.runner.before_process(p)
+    assert p.differential_diffusion_state.args.gamma == 1.0 and not p.differential_diffusion_state.args.invert
+    with pytest.raises(ValueError, match="Differential Diffusion: expected True or False"):
+        _xyz_cells(xyz, p, "Enabled", ["maybe"])
+    assert_no_hook_errors(host)
+
+
+def test_xyz_cells_generate_with_their_own_values(host, xyz):
+    host.script_callbacks.before_ui_callback()
+    p = make_p(host, ui_values(map=columns(0, 1), preserve=False), seed=40)
+    on, off = _xyz_cells(xyz, p, "Enabled", ["True", "False"])
+    on_result = host.driver.process_images(on)
+    off_result = host.driver.process_images(off)
+    _, baseline = plain(host, seed=40)
+    assert torch.equal(off_result.latents[0], baseline.latents[0])
+    assert torch.equal(on_result.latents[0][..., :4], on.init_latent[..., :4])
+    bad = _xyz_cells(xyz, p, "Gamma", ["0"])[0]  # X/Y/Z lets any float through; the run refuses it
+    with pytest.raises(ValueError, match="^Differential Diffusion: gamma: ") as caught:
+        host.driver.process_images(bad)
+    assert caught.value.status_code == 422
+    assert_no_hook_errors(host)
+
+
+def test_xyz_disabled_cell_after_enabled_cell_has_no_dd_infotext(host, xyz):
+    host.script_callbacks.before_ui_callback()
+    p = make_p(host, ui_values(map=columns(0, 1)), seed=41)
+    on, off = _xyz_cells(xyz, p, "Enabled", ["True", "False"])
+    assert "Differential Diffusion" in host.driver.process_images(on).infotext_params
+    assert "Differential Diffusion" not in host.driver.process_images(off).infotext_params
+
+
+# --- infotext ------------------------------------------------------------------------------------
+
+# modules/infotext_utils.py (v1.10.1)
+RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def _quote(text):
+    if "," not in str(text) and "\n" not in str(text) and ":" not in str(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _infotext(params: dict) -> str:
+    """processing.create_infotext's parameter line."""
+    generation_params = {"Steps": 10, "Sampler": "Euler", "Size": "64x64", **params}
+    line = ", ".join([k if k == v else f"{k}: {_quote(v)}" for k, v in generation_params.items() if v is not None])
+    return f"a prompt\nNegative prompt: blurry\n{line}"
+
+
+def _parse_infotext(text: str) -> dict:
+    """infotext_utils.parse_generation_parameters, the key/value part."""
+    lastline = text.strip().split("\n")[-1]
+    result = {}
+    for k, v in RE_PARAM.findall(lastline):
+        if v and v[0] == '"' and v[-1] == '"':
+            v = json.loads(v)
+        result[k] = v
+    return result
+
+
+def _paste(host: Host, params: dict) -> dict:
+    """infotext_utils.connect_paste's paste_func: the value each component would be updated to (missing: no update)."""
+    names = {id(component): name for name, component in host.components.items()}
+    updates = {}
+    for output, key in host.script.infotext_fields:
+        v = key(params) if callable(key) else params.get(key)
+        if v is None:
+            continue
+        valtype = type(output.value)
+        updates[names[id(output)]] = False if valtype == bool and v == "False" else (float(v) if valtype == int else valtype(v))
+    return updates
+
+
+def test_infotext_round_trip_restores_the_settings(host):
+    settings = dict(invert=True, preserve=False, gamma=2.5, blur=3.0, low=0.1, high=0.9)
+    change_map = ramp_map()
+    p = make_p(host, ui_values(map=change_map, **settings))
+    host.runner.before_process(p)
+    text = _infotext(p.extra_generation_params)
+    params = _parse_infotext(text)
+    assert params["Differential Diffusion"] == "True" and len(params[MAP_HASH_INFOTEXT_KEY]) == 10
+    restored = _paste(host, params)
+    assert restored == {"enabled": True, "source": "map", **settings}
+    assert set(host.script.paste_field_names) == {s.infotext_key for s in SETTINGS if s.infotext_key}
+    # Fed back with the same map, the restored values reproduce the run's settings.
+    again = make_p(host, ui_values(**{**restored, "map": change_map}))
+    host.runner.before_process(again)
+    assert again.extra_generation_params == p.extra_generation_params
+    assert_no_hook_errors(host)
+
+
+def test_infotext_without_the_key_turns_the_panel_off(host):
+    params = _parse_infotext(_infotext({"Denoising strength": 0.75}))
+    assert _paste(host, params) == {"enabled": False}
+    # a stray DD key without the main one changes nothing but the switch
+    assert _paste(host, _parse_infotext(_infotext({"DD gamma": 3.0}))) == {"enabled": False}
+
+
+# --- settings, schema route -----------------------------------------------------------------------
+
+
+def _registered(host: Host, category: str) -> bool:
+    """Registered through script_callbacks.on_<category>(..., name="differential_diffusion")."""
+    return any(c.name.endswith(f"/differential_diffusion.py/{category}/differential_diffusion") for c in host.script_callbacks.callback_map[f"callbacks_{category}"])
+
+
+def test_settings_register_defaults_that_the_panel_uses(host):
+    assert _registered(host, "ui_settings")
+    host.script_callbacks.ui_settings_callback()
+    labels = host.shared.opts.data_labels
+    for name in ("invert", "gamma", "blur", "low", "high", "preserve"):
+        info = labels[f"differential_diffusion_default_{name}"]
+        assert info.default == SETTINGS_BY_NAME[name].default and info.section == ("differential_diffusion", "Differential Diffusion")
+    host.shared.opts.differential_diffusion_default_gamma = 2.0
+    try:
+        script = host.module.Script()  # a fresh panel: the fixture's stays as built
+        with host.gr.Blocks():
+            controls = script.ui(True)
+        assert dict(zip(POSITIONAL_ORDER, controls))["gamma"].value == 2.0
+    finally:
+        host.shared.opts.differential_diffusion_default_gamma = 1.0
+    assert_no_hook_errors(host)
+
+
+class FakeApp:
+    """The FastAPI app as far as the route registration needs it."""
+
+    def __init__(self) -> None:
+        self.routes: list = []
+
+    def add_api_route(self, path, endpoint, **kwargs):
+        self.routes.append(types.SimpleNamespace(path=path, endpoint=endpoint, **kwargs))
+
+
+def test_schema_route_is_added_once_and_lists_every_setting(host):
+    assert _registered(host, "app_started")
+    app = FakeApp()
+    host.script_callbacks.app_started_callback(None, app)
+    host.script_callbacks.app_started_callback(None, app)
+    routes = [route for route in app.routes if route.path == "/differential-diffusion/v1/schema"]
+    assert len(routes) == 1 and routes[0].methods == ["GET"]
+    schema = json.loads(json.dumps(routes[0].endpoint()))
+    assert schema["type"] == "object" and schema["additionalProperties"] is False
+    assert list(schema["properties"]) == list(POSITIONAL_ORDER)
+    for setting in SETTINGS:
+        entry = schema["properties"][setting.name]
+        if setting.minimum is not None:
+            assert (entry["minimum"], entry["maximum"], entry["default"]) == (setting.minimum, setting.maximum, setting.default)
+    assert schema["properties"]["source"]["enum"] == ["map", "inpaint mask"]
+    assert_no_hook_errors(host)
+
+
+def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
+    app = FakeApp()
+    host.module._on_app_started(None, app)
+    assert [route.path for route in app.routes] == ["/differential-diffusion/v1/schema"]
+    monkeypatch.setattr(host.module, "TEST_HOOKS", True)
+    host.module._on_app_started(None, app)
+    host.module._on_app_started(None, app)
+    assert [route.path for route in app.routes] == ["/differential-diffusion/v1/schema", "/differential-diffusion/v1/test/last-run"]
+    p, _ = generate(host, ui_values(map=columns(0, 1)), sampler_name="Heun")
+    report = json.loads(json.dumps(app.routes[1].endpoint()))
+    engine = p.differential_diffusion_state.engine
+    assert report["sampler"] == "Heun" and report["active"] is True
+    assert report["release"] == engine.release.tolist() and len(report["calls"]) == len(engine.calls) == p.sampler.model_wrap_cfg.calls
+
+
+# --- preview ----------------------------------------------------------------------------------------
+
+
+def _blocks_under(root):
+    stack = [root]
+    while stack:
+        block = stack.pop()
+        yield block
+        stack.extend(getattr(block, "children", []))
+
+
+def _preview_handler(host: Host):
+    button = next(block for block in _blocks_under(host.controls[0].accordion) if block.elem_id == "differential_diffusion_preview_button")
+    return button, button.events
+
+
+def test_preview_button_runs_on_the_img2img_inputs(host):
+    button, events = _preview_handler(host)
+    assert button.visible and [event for event, _ in events] == ["click"]
+    handler = events[0][1]
+    assert handler["inputs"][:6] == [host.host_inputs[name] for name in host.module.PREVIEW_INPUTS]
+    assert handler["inputs"][6:] == host.controls[1:]
+    values = [photo(), 64, 64, 10, 0.75, 0]
+    image, error = handler["fn"](*values, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    assert error == "" and isinstance(image, Image.Image)
+    assert image.height > 0 and image.width > 6 * image.height  # the map panel and the release steps, side by side
+    host.shared.opts.img2img_fix_steps = True  # black pixels (strength 0) with fix_steps: no schedule of 0 steps is built
+    image, error = handler["fn"](*values, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    assert error == "" and isinstance(image, Image.Image)
+    image, error = handler["fn"](*values, None, "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    assert image is None and "Differential Diffusion: map: " in error
+    image, error = handler["fn"](*values, ramp_map(), "inpaint mask", False, 1.0, 0.0, 0.0, 1.0, True)
+    assert image is None and "Differential Diffusion: source: " in error
+
+
+def test_preview_button_hidden_without_the_host_inputs(host):
+    script = host.module.Script()  # no after_component calls: the host's layout "changed"
+    assert script.ui(False) == []
+    with host.gr.Blocks():
+        controls = script.ui(True)
+    button = next(block for block in _blocks_under(controls[0].accordion) if block.elem_id == "differential_diffusion_preview_button")
+    assert button.visible is False and button.events == []
+
+
+# --- preserve -----------------------------------------------------------------------------------------
+
+
+def test_preserve_keeps_zero_strength_pixels_exactly_and_ramps_smoothly(host):
+    rng = np.random.default_rng(1)
+    original = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
+    generated = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
+    strengths = np.ones((64, 96), dtype=np.float32)
+    strengths[:, :40] = 0.0  # kept
+    strengths[:, 40:48] = 0.3  # weak but changing
+    result = pixels(host.module._preserve(generated, original, strengths))
+    a, b = pixels(original).astype(float), pixels(generated).astype(float)
+    assert np.array_equal(result[:, :40], pixels(original)[:, :40])
+    far = 40 + int(np.ceil(4 * host.module.PRESERVE_FEATHER)) + 1
+    assert np.array_equal(result[:, far:], pixels(generated)[:, far:])
+    # weight of the generated image per column: 0 on the kept side, rising without jumps to 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.nanmedian((result.astype(float) - a) / (b - a), axis=(0, 2))
+    ramp = weight[40:far]
+    assert np.all(np.diff(ramp) >= -0.02) and ramp[0] < 0.15 and ramp[-1] > 0.95
+    assert np.max(np.diff(weight[39:far + 1])) < 0.25
+    # sizes that do not match (another script resized the image): left alone
+    smaller = generated.resize((48, 32))
+    assert host.module._preserve(smaller, original, strengths) is smaller
