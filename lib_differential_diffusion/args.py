@@ -45,9 +45,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("low", "Strength at black", "DD low", 0.0, 0.0, 1.0, 0.01),
     Setting("high", "Strength at white", "DD high", 1.0, 0.0, 1.0, 0.01),
     Setting("preserve", "Preserve unchanged pixels", "DD preserve", True),
+    # UI only (img2img batch tab): a server-side folder, so the API refuses it.
+    Setting("map_folder", "Map folder (batch tab: one map per image, matched by file name)", None, ""),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 POSITIONAL_ORDER = tuple(setting.name for setting in SETTINGS)
+API_KEYS = tuple(name for name in POSITIONAL_ORDER if name != "map_folder")
 MAP_HASH_INFOTEXT_KEY = "DD map hash"
 
 
@@ -90,6 +93,7 @@ class DifferentialDiffusionArgs:
     low: float = 0.0
     high: float = 1.0
     preserve: bool = True
+    map_folder: str = ""
 
     def __post_init__(self) -> None:
         for name in ("enabled", "invert", "preserve"):
@@ -99,17 +103,22 @@ class DifferentialDiffusionArgs:
         _choice("source", self.source)
         if self.low > self.high:
             raise DifferentialDiffusionError("low", f"must not exceed high ({self.low:g} > {self.high:g}); use invert to swap black and white")
-        if self.enabled and self.source == "map" and _is_empty(self.map):
+        if self.map_folder is None:
+            object.__setattr__(self, "map_folder", "")
+        if not isinstance(self.map_folder, str):
+            raise DifferentialDiffusionError("map_folder", f"must be a folder path, got {self.map_folder!r}")
+        object.__setattr__(self, "map_folder", self.map_folder.strip())
+        if self.enabled and self.source == "map" and _is_empty(self.map) and not self.map_folder:
             raise DifferentialDiffusionError("map", "no change map given (upload one, or choose map source 'inpaint mask')")
 
     @classmethod
     def from_api(cls, value: Mapping[str, Any]) -> DifferentialDiffusionArgs:
         """The API's dict form. Unknown keys are refused, naming the key."""
         if not isinstance(value, Mapping):
-            raise DifferentialDiffusionError("args", f"expected an object with keys {', '.join(POSITIONAL_ORDER)}, got {type(value).__name__}")
-        unknown = sorted(str(key) for key in value if key not in SETTINGS_BY_NAME)
+            raise DifferentialDiffusionError("args", f"expected an object with keys {', '.join(API_KEYS)}, got {type(value).__name__}")
+        unknown = sorted(str(key) for key in value if key not in API_KEYS)
         if unknown:
-            raise DifferentialDiffusionError(unknown[0], f"unknown key (known: {', '.join(POSITIONAL_ORDER)})")
+            raise DifferentialDiffusionError(unknown[0], f"unknown key (known: {', '.join(API_KEYS)})")
         return cls(**{"enabled": True, **value})
 
     @classmethod
@@ -181,6 +190,8 @@ def schema() -> dict[str, Any]:
     """JSON schema of the API's dict form."""
     properties: dict[str, Any] = {}
     for setting in SETTINGS:
+        if setting.name not in API_KEYS:
+            continue
         if setting.name == "map":
             entry: dict[str, Any] = {"type": "string", "description": "base64 PNG/JPEG/WEBP or a data URL; grayscale, white = change"}
         elif isinstance(setting.default, bool):

@@ -210,11 +210,86 @@ def _map_hash(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:10]
 
 
+def _is_empty_image(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bytes)) and not value
+
+
 def _unwrap_image(value: Any) -> Any:
     """Gradio image editors hand over dicts; the map is their image."""
     if isinstance(value, dict):
         return value.get("image")
     return value
+
+
+# --- the img2img batch tab: one map per input file ------------------------------------
+
+SOURCE_PATH_INFO_KEY = "differential_diffusion_source_path"
+MAP_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+
+
+def _is_batch_input(path: Any, batch_input: Any) -> bool:
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    path = os.path.abspath(os.fspath(path))
+    if isinstance(batch_input, (str, os.PathLike)):  # the input folder (walked recursively)
+        return path.startswith(os.path.join(os.path.abspath(os.fspath(batch_input)), ""))
+    return path in {os.path.abspath(getattr(item, "name", "")) for item in batch_input or ()}  # uploaded files
+
+
+def _remember_source_paths() -> None:
+    """While the batch tab runs, tag the input images it reads with their path.
+
+    ``info`` survives the batch tab's EXIF transpose; ``before_process``
+    removes the tag again, so it never reaches a saved file.
+    """
+    try:
+        from modules import img2img as host_img2img
+    except ImportError:
+        logger.warning("%s: no img2img batch module; map folders are unavailable", EXTENSION_NAME)
+        return
+    if getattr(host_img2img.process_batch, "_differential_diffusion", False):
+        return
+    process_batch = host_img2img.process_batch
+
+    def process_batch_with_paths(p: Any, batch_input: Any, *args: Any, **kwargs: Any) -> Any:
+        read = images.read
+
+        def read_and_tag(fp: Any, *read_args: Any, **read_kwargs: Any) -> Any:
+            image = read(fp, *read_args, **read_kwargs)
+            if _is_batch_input(fp, batch_input):
+                image.info[SOURCE_PATH_INFO_KEY] = os.fspath(fp)
+            return image
+
+        images.read = read_and_tag
+        try:
+            return process_batch(p, batch_input, *args, **kwargs)
+        finally:
+            images.read = read
+
+    process_batch_with_paths._differential_diffusion = True  # type: ignore[attr-defined]
+    host_img2img.process_batch = process_batch_with_paths
+
+
+def _map_for_batch_image(source_paths: list, folder: str, fallback: Any) -> Any:
+    """The map in ``folder`` named like this batch image (any image extension), like the
+    inpaint batch mask folder; the uploaded map when the folder has none for it."""
+    if not folder:
+        return fallback
+    if not os.path.isdir(folder):
+        raise DifferentialDiffusionError("map_folder", f"not a folder: {folder}")
+    source = next((path for path in source_paths if path), None)
+    if source is None:
+        if not _is_empty_image(fallback):
+            return fallback
+        raise DifferentialDiffusionError("map_folder", "maps from a folder need the img2img batch tab (the input image has no file name)")
+    stem = os.path.splitext(os.path.basename(source))[0]
+    candidates = sorted(name for name in os.listdir(folder) if os.path.splitext(name)[0] == stem and name.lower().endswith(MAP_EXTENSIONS))
+    if not candidates:
+        if not _is_empty_image(fallback):
+            return fallback
+        raise DifferentialDiffusionError("map_folder", f"no map named {stem}.* in {folder}")
+    with open(os.path.join(folder, candidates[0]), "rb") as file:
+        return file.read()
 
 
 # --- arguments and errors ----------------------------------------------------------
@@ -294,10 +369,11 @@ class Script(scripts.Script):
                     )
                     for name in ("gamma", "blur", "low", "high")
                 }
+            map_folder = gr.Textbox(label=SETTINGS_BY_NAME["map_folder"].label, value="", placeholder="optional: a folder of maps named like the batch's input images", elem_id=SETTINGS_BY_NAME["map_folder"].elem_id)
             preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
             preview_error = gr.HTML(elem_id=f"{ELEM_PREFIX}_preview_error")
 
-        components = {"enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, **sliders}
+        components = {"enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "map_folder": map_folder, **sliders}
         ordered = [components[name] for name in POSITIONAL_ORDER]
         self._wire_preview(preview_button, ordered, preview, preview_error)
 
@@ -342,6 +418,7 @@ class Script(scripts.Script):
         global _active_run
         _active_run = None  # reset at every start, whatever the last run left
         p.__dict__.pop(STATE_ATTRIBUTE, None)
+        source_paths = [image.info.pop(SOURCE_PATH_INFO_KEY, None) for image in p.init_images or () if hasattr(image, "info")]
         # A fresh dict without our keys: X/Y/Z cells share the one they were copied from.
         p.extra_generation_params = {key: value for key, value in p.extra_generation_params.items() if key not in INFOTEXT_KEYS}
         try:
@@ -350,7 +427,7 @@ class Script(scripts.Script):
                 return
             map_array = None
             if args.source == "map":
-                map_array = decode_map(_unwrap_image(args.map))
+                map_array = decode_map(_map_for_batch_image(source_paths, args.map_folder, _unwrap_image(args.map)))
             elif getattr(p, "image_mask", None) is None:
                 raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
         except DifferentialDiffusionError as error:
@@ -536,6 +613,7 @@ def _on_app_started(_demo: Any, app: Any) -> None:
             app.add_api_route(path, endpoint, methods=["GET"], summary=f"{EXTENSION_NAME}: {path.rsplit('/', 1)[-1]}")
 
 
+_remember_source_paths()
 script_callbacks.on_ui_settings(_on_ui_settings, name=ELEM_PREFIX)
 script_callbacks.on_before_ui(_on_before_ui, name=ELEM_PREFIX)
 script_callbacks.on_app_started(_on_app_started, name=ELEM_PREFIX)

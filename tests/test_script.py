@@ -30,7 +30,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_differential_diffusion.args import MAP_HASH_INFOTEXT_KEY, POSITIONAL_ORDER, SETTINGS, SETTINGS_BY_NAME
+from lib_differential_diffusion.args import API_KEYS, MAP_HASH_INFOTEXT_KEY, POSITIONAL_ORDER, SETTINGS, SETTINGS_BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "standin"
@@ -798,8 +798,10 @@ def test_schema_route_is_added_once_and_lists_every_setting(host):
     assert len(routes) == 1 and routes[0].methods == ["GET"]
     schema = json.loads(json.dumps(routes[0].endpoint()))
     assert schema["type"] == "object" and schema["additionalProperties"] is False
-    assert list(schema["properties"]) == list(POSITIONAL_ORDER)
+    assert list(schema["properties"]) == list(API_KEYS)  # map_folder is UI-only (a server path)
     for setting in SETTINGS:
+        if setting.name not in API_KEYS:
+            continue
         entry = schema["properties"][setting.name]
         if setting.minimum is not None:
             assert (entry["minimum"], entry["maximum"], entry["default"]) == (setting.minimum, setting.maximum, setting.default)
@@ -890,3 +892,39 @@ def test_preserve_keeps_zero_strength_pixels_exactly_and_ramps_smoothly(host):
     # sizes that do not match (another script resized the image): left alone
     smaller = generated.resize((48, 32))
     assert host.module._preserve(smaller, original, strengths) is smaller
+
+
+def test_batch_tab_map_folder_matches_maps_by_file_name(host, tmp_path):
+    """The batch tab reads files itself; each gets the map with its file name, and the tag never stays on the image."""
+    from modules import img2img
+
+    inputs, maps = tmp_path / "in", tmp_path / "maps"
+    inputs.mkdir()
+    maps.mkdir()
+    photo(seed=1).save(inputs / "a.png")
+    photo(seed=2).save(inputs / "b.png")
+    columns(0, 0).save(maps / "a.webp", lossless=True)  # keep everything
+    columns(0, 1).save(maps / "b.png")  # keep the left half
+    img2img.process_images = host.driver.process_images
+    p = make_p(host, ui_values(map=None, map_folder=str(maps)))
+    first, second = img2img.process_batch(p, str(inputs), "", "", p.script_args)
+    assert np.array_equal(pixels(first.images[0]), np.asarray(Image.open(inputs / "a.png").convert("RGB")))
+    left = slice(0, SIZE // 2 - 6)
+    assert np.array_equal(pixels(second.images[0])[:, left], np.asarray(Image.open(inputs / "b.png").convert("RGB"))[:, left])
+    assert not np.array_equal(pixels(second.images[0]), np.asarray(Image.open(inputs / "b.png").convert("RGB")))
+    assert all(module.SOURCE_PATH_INFO_KEY not in image.info for module in [host.module] for image in p.init_images)
+    assert_no_hook_errors(host)
+
+
+def test_batch_tab_map_folder_without_a_match_is_refused(host, tmp_path):
+    from modules import img2img
+
+    inputs, maps = tmp_path / "in", tmp_path / "maps"
+    inputs.mkdir()
+    maps.mkdir()
+    photo().save(inputs / "c.png")
+    img2img.process_images = host.driver.process_images
+    p = make_p(host, ui_values(map=None, map_folder=str(maps)))
+    with pytest.raises(Exception) as caught:
+        img2img.process_batch(p, str(inputs), "", "", p.script_args)
+    assert "Differential Diffusion: map_folder: no map named c.*" in str(caught.value)

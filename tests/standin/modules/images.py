@@ -71,3 +71,8 @@ def flatten(img, bgcolor):
         img = background
 
     return img.convert("RGB")
+
+
+def read(fp, **kwargs):
+    """``images.read`` (v1.10.1 also applies ``fix_image``, a mode fix-up irrelevant here)."""
+    return Image.open(fp, **kwargs)
