@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .maps import to_latent
 from .schedule import NEVER, SigmaLevels, img2img_start, release_steps
 
 PREVIEW_LEVELS = SigmaLevels(lambda steps: torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64))
@@ -34,14 +35,17 @@ def preview_image(
     tile: int = 160,
 ) -> Image.Image:
     """A strip: the map over the image, then the released region at a few steps (white = changing)."""
+    full_height, full_width = strengths.shape
+    scale = min(1.0, tile / max(full_height, full_width))
+    size = (max(1, round(full_width * scale)), max(1, round(full_height * scale)))
+    # Work at the size shown: the area average is what a tile pixel stands for.
+    strengths = to_latent(strengths, (size[1], size[0]))[0, 0].numpy()
     height, width = strengths.shape
-    scale = tile / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     run_steps = img2img_start(strength, steps, fix_steps).t_enc + 1
     release = pixel_release_steps(strengths, steps=steps, strength=strength, fix_steps=fix_steps)
     shown_steps = sorted({round(i * (run_steps - 1) / max(frames - 1, 1)) for i in range(frames)})
 
-    base = init_image.convert("RGB").resize((width, height)) if init_image is not None else Image.new("RGB", (width, height), (96, 96, 96))
+    base = init_image.convert("RGB").resize((width, height), Image.BILINEAR) if init_image is not None else Image.new("RGB", (width, height), (96, 96, 96))
     tint = np.zeros((height, width, 3), dtype=np.float32)
     tint[..., 0] = 255.0
     alpha = (np.clip(strengths, 0.0, 1.0) * 0.6)[..., None]

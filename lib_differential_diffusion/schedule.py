@@ -125,6 +125,21 @@ class TimestepLevels:
         return table[above.clamp(max=len(table) - 1)].long()
 
 
+def _img2img_start_keys(strengths: torch.Tensor, steps: int, fix_steps: bool) -> torch.Tensor:
+    """``img2img_start`` for a whole tensor: the key that decides the start (float64, as Python floors it).
+
+    Without ``fix_steps`` the key is ``t_enc`` (0 .. steps - 1); with it, the
+    schedule length ``steps / strength`` (``t_enc`` is always ``steps - 1``),
+    capped at ``MAX_TOTAL_STEPS + 1``. Strength 0 gets key -1.
+    """
+    clamped = strengths.clamp(max=0.999)
+    if fix_steps:
+        keys = torch.floor(steps / clamped.clamp(min=1e-300)).clamp(max=MAX_TOTAL_STEPS + 1)
+    else:
+        keys = torch.floor(clamped * steps)
+    return torch.where(strengths > 0, keys, torch.full_like(keys, -1)).long()
+
+
 def release_steps(
     pixel_strengths: torch.Tensor,
     levels: NoiseLevels,
@@ -143,30 +158,19 @@ def release_steps(
     result is exactly ``t_enc(run) - t_enc(pixel)``.
     """
     run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps))
-    unique, inverse = torch.unique(pixel_strengths.to(torch.float64), return_inverse=True)
-
-    def start_level(index: int) -> float:
-        return levels.start_level(img2img_start(float(unique[index]), steps, fix_steps)) if unique[index] > 0 else 0.0
-
-    # The start level rises with the strength, so for every run step the
-    # strengths that start below its level form a prefix of `unique`: find
-    # its length by bisection instead of evaluating every distinct strength.
-    prefix_lengths = []
-    for level in run_levels.tolist():
-        low, high = 0, len(unique)
-        while low < high:
-            middle = (low + high) // 2
-            if start_level(middle) < level:
-                low = middle + 1
-            else:
-                high = middle
-        prefix_lengths.append(low)
-    # A pixel's release step = number of run steps whose level is above its start.
-    positions = torch.arange(len(unique)).unsqueeze(1)
-    per_unique = (positions < torch.tensor(prefix_lengths, dtype=torch.long).reshape(1, -1)).sum(1).to(torch.int32)
-    per_unique[per_unique >= len(run_levels)] = NEVER
-    per_unique[unique <= 0] = NEVER
-    return per_unique[inverse].reshape(pixel_strengths.shape)
+    keys = _img2img_start_keys(pixel_strengths.to(torch.float64), steps, fix_steps).reshape(-1)
+    # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
+    present = torch.nonzero(torch.bincount(keys + 1)).reshape(-1) - 1
+    release_by_key = torch.full((int(present.max()) + 2 if len(present) else 1,), NEVER, dtype=torch.int32)
+    for key in present.tolist():
+        if key < 0 or key > MAX_TOTAL_STEPS:
+            continue
+        start = Img2ImgStart(key, steps - 1) if fix_steps else Img2ImgStart(steps, key)
+        # Number of run steps whose state is noisier than the pixel's start.
+        count = int((run_levels > levels.start_level(start)).sum())
+        if count < len(run_levels):
+            release_by_key[key + 1] = count
+    return release_by_key[keys + 1].reshape(pixel_strengths.shape)
 
 
 def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int) -> float:
