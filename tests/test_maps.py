@@ -17,6 +17,8 @@ import zlib
 
 import numpy as np
 import pytest
+
+import a1111_images
 import torch
 from PIL import Image, ImageFile
 
@@ -449,55 +451,8 @@ def test_options_are_frozen_and_normalised():
 
 
 def host_resize_image(resize_mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
-    """Verbatim logic of A1111 v1.10.1 modules/images.py: resize_image, with
-    ``upscaler_name`` None (plain LANCZOS), as used for RGB init images."""
-
-    def resize(im, w, h):
-        return im.resize((w, h), resample=Image.LANCZOS)
-
-    if resize_mode == 0:
-        res = resize(im, width, height)
-
-    elif resize_mode == 1:
-        ratio = width / height
-        src_ratio = im.width / im.height
-
-        src_w = width if ratio > src_ratio else im.width * height // im.height
-        src_h = height if ratio <= src_ratio else im.height * width // im.width
-
-        resized = resize(im, src_w, src_h)
-        res = Image.new("RGB", (width, height))
-        res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-
-    else:
-        ratio = width / height
-        src_ratio = im.width / im.height
-
-        src_w = width if ratio < src_ratio else im.width * height // im.height
-        src_h = height if ratio >= src_ratio else im.height * width // im.width
-
-        resized = resize(im, src_w, src_h)
-        res = Image.new("RGB", (width, height))
-        res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-
-        if ratio < src_ratio:
-            fill_height = height // 2 - src_h // 2
-            if fill_height > 0:
-                res.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
-                res.paste(
-                    resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)),
-                    box=(0, fill_height + src_h),
-                )
-        elif ratio > src_ratio:
-            fill_width = width // 2 - src_w // 2
-            if fill_width > 0:
-                res.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
-                res.paste(
-                    resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)),
-                    box=(fill_width + src_w, 0),
-                )
-
-    return res
+    """A1111 v1.10.1's resize_image (tests/a1111_images.py), as used for RGB init images."""
+    return a1111_images.resize_image(resize_mode, im, width, height)
 
 
 def host_init_image(init: Image.Image, mode: int, width: int, height: int, crop=None) -> Image.Image:

@@ -242,6 +242,8 @@ class WebUIServer:
             "PYTHONUNBUFFERED": "1",
             "no_proxy": "127.0.0.1,localhost",
             "NO_PROXY": "127.0.0.1,localhost",
+            # the extension's test-only route GET /differential-diffusion/v1/test/last-run
+            "SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST": "1",
         })
         threads = os.environ.get("SD_WEBUI_THREADS", "").strip()
         if threads:  # e.g. 1 when other CPU-heavy jobs share the 2 cores (OpenMP oversubscription)
