@@ -194,6 +194,8 @@ def schema() -> dict[str, Any]:
             continue
         if setting.name == "map":
             entry: dict[str, Any] = {"type": "string", "description": "base64 PNG/JPEG/WEBP or a data URL; grayscale, white = change"}
+        elif setting.name == "enabled":
+            entry = {"type": "boolean", "default": True, "description": "a dict given means enabled unless this is false"}
         elif isinstance(setting.default, bool):
             entry = {"type": "boolean", "default": setting.default}
         elif isinstance(setting.default, float):

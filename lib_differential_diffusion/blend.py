@@ -105,7 +105,8 @@ class DifferentialDiffusion:
         self.levels = levels
         self.alphas_cumprod = alphas_cumprod
         self.run = img2img_start(run_strength, steps, fix_steps)
-        release = release_steps(pixel_strengths, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps)
+        self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps)
+        release = self.release_steps(pixel_strengths)
         self.release = release.to(init_latent.device)
         self.never_released = self.release == NEVER
         self.tracker = StepTracker(levels.eval_levels(self.run), boundary_call_ends_step)
@@ -116,6 +117,10 @@ class DifferentialDiffusion:
         self._masks_for_step: int | None = None
         self._pinned = self._released_now = None
         self.calls: list[tuple[int, float, bool]] = []  # (step, level, at step start): for previews and tests
+
+    def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
+        """This run's release step for any strengths (e.g. at pixel resolution, for preserving pixels)."""
+        return release_steps(pixel_strengths, self.levels, **self._schedule)
 
     @property
     def active(self) -> bool:
@@ -146,7 +151,7 @@ class DifferentialDiffusion:
         if isinstance(self.levels, SigmaLevels):
             # sample_img2img: xi = x + noise * sigma_sched[0]
             return (self.noise * level_rows.reshape(-1, 1, 1, 1)).add_(self.init_latent)
-        # The timestep samplers' state is one table entry above the call's timestep:
+        # Timestep samplers' img2img starts one table entry above its first call:
         # xi = x * sqrt(alphas_cumprod[t]) + noise * sqrt(1 - alphas_cumprod[t]).
         state_t = self.levels.state_timestep(self.run, level_rows).to(self.alphas_cumprod.device)
         alpha = self.alphas_cumprod[state_t].reshape(-1, 1, 1, 1)

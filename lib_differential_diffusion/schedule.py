@@ -91,9 +91,11 @@ class TimestepLevels:
     """A1111's timestep samplers (``sd_samplers_timesteps``).
 
     ``timesteps = clip(range(0, 1000, 1000 // steps) + 1, 0, 999)``; img2img
-    noises the start latent at ``timesteps[t_enc]`` and its loop calls the
-    model at ``timesteps[t_enc - 1]`` down to ``timesteps[1]``: the state is
-    always one table entry above the timestep it is evaluated at.
+    noises the start latent at ``timesteps[t_enc]`` but calls the model first
+    at ``timesteps[t_enc - 1]`` (then down to ``timesteps[1]``, each state at
+    its call's level). A pixel released at a call must start exactly like
+    img2img starting there, so pinned pixels are set one table entry above
+    the call's timestep (``state_timestep``).
     ``timesteps_for_steps(n)`` must return the host's table (``get_timesteps``).
     """
 
@@ -119,7 +121,7 @@ class TimestepLevels:
         return self.timesteps(start.total_steps)[1 : start.t_enc].flip(0)
 
     def state_timestep(self, start: Img2ImgStart, call_timesteps: torch.Tensor) -> torch.Tensor:
-        """Timestep of the state a call at ``call_timesteps`` works on: the next table entry up."""
+        """Timestep img2img would start from for a first call at ``call_timesteps``: the next table entry up."""
         table = self.timesteps(start.total_steps)
         above = torch.searchsorted(table, call_timesteps.detach().to("cpu", torch.float64).contiguous(), right=True)
         return table[above.clamp(max=len(table) - 1)].long()

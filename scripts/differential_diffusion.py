@@ -31,7 +31,7 @@ from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.maps import MapOptions, align_map, apply_options, decode_map, gaussian_blur, to_latent
 from lib_differential_diffusion.preview import preview_image
-from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, skip_start_strength
+from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, skip_start_strength
 from modules import images, processing, script_callbacks, scripts, shared
 from modules.ui_components import InputAccordion
 
@@ -501,7 +501,13 @@ class Script(scripts.Script):
             return
         index = getattr(p, "batch_index", 0)
         strengths = _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0)
-        if not bool((strengths <= 0).any()):
+        if state.engine is not None:
+            # Kept = never released: also strengths too small for the sampler to take a step.
+            release = state.engine.release_steps(torch.from_numpy(strengths).to(torch.float64) * state.slider)
+            kept = (release == NEVER).numpy()
+        else:
+            kept = strengths <= 0
+        if not bool(kept.any()):
             return
         init_image = p.init_images[index if len(p.init_images) > 1 else 0]
         original = images.flatten(init_image, shared.opts.img2img_background_color)
@@ -510,7 +516,7 @@ class Script(scripts.Script):
             original = images.resize_image(2, original.crop(crop_region), p.width, p.height)
         else:
             original = images.resize_image(p.resize_mode if p.resize_mode != 3 else 0, original, p.width, p.height)
-        pp.image = _preserve(pp.image, original, strengths)
+        pp.image = _preserve(pp.image, original, kept)
 
     def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
         global _active_run
@@ -521,11 +527,11 @@ class Script(scripts.Script):
             _active_run = None
 
 
-def _preserve(generated: Image.Image, original: Image.Image, strengths: np.ndarray) -> Image.Image:
-    """Original pixels where the strength is 0, with a short ramp into the generated ones (no seam)."""
-    if generated.size != original.size or strengths.shape != (generated.height, generated.width):
+def _preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) -> Image.Image:
+    """Original pixels where ``kept``, with a short ramp into the generated ones (no seam)."""
+    if generated.size != original.size or kept.shape != (generated.height, generated.width):
         return generated
-    kept = (strengths <= 0).astype(np.float32)
+    kept = kept.astype(np.float32)
     near_kept = gaussian_blur(kept, PRESERVE_FEATHER)
     weight = np.where(kept > 0, 0.0, np.clip(1.0 - 2.0 * near_kept, 0.0, 1.0))[..., None]
     mixed = np.asarray(original.convert("RGB"), dtype=np.float32) * (1.0 - weight) + np.asarray(generated.convert("RGB"), dtype=np.float32) * weight
@@ -588,7 +594,7 @@ def _boolean_axis_value(value: Any) -> bool:
 def _on_before_ui() -> None:
     xyz = _xyz_module()
     if xyz is None:
-        logger.info("%s: X/Y/Z plot not found; no axes added", EXTENSION_NAME)
+        logger.debug("%s: X/Y/Z plot not loaded (yet); no axes added", EXTENSION_NAME)
         return
     prefix = f"[{EXTENSION_NAME}]"
     if any(getattr(option, "label", "").startswith(prefix) for option in xyz.axis_options):
@@ -614,6 +620,9 @@ def _on_app_started(_demo: Any, app: Any) -> None:
 
 
 _remember_source_paths()
+# X/Y/Z (a root script, loaded before extensions) reads its axes when its UI is
+# built: with --nowebui that happens before on_before_ui, so register now too.
+_on_before_ui()
 script_callbacks.on_ui_settings(_on_ui_settings, name=ELEM_PREFIX)
 script_callbacks.on_before_ui(_on_before_ui, name=ELEM_PREFIX)
 script_callbacks.on_app_started(_on_app_started, name=ELEM_PREFIX)

@@ -878,7 +878,7 @@ def test_preserve_keeps_zero_strength_pixels_exactly_and_ramps_smoothly(host):
     strengths = np.ones((64, 96), dtype=np.float32)
     strengths[:, :40] = 0.0  # kept
     strengths[:, 40:48] = 0.3  # weak but changing
-    result = pixels(host.module._preserve(generated, original, strengths))
+    result = pixels(host.module._preserve(generated, original, strengths <= 0))
     a, b = pixels(original).astype(float), pixels(generated).astype(float)
     assert np.array_equal(result[:, :40], pixels(original)[:, :40])
     far = 40 + int(np.ceil(4 * host.module.PRESERVE_FEATHER)) + 1
@@ -891,7 +891,7 @@ def test_preserve_keeps_zero_strength_pixels_exactly_and_ramps_smoothly(host):
     assert np.max(np.diff(weight[39:far + 1])) < 0.25
     # sizes that do not match (another script resized the image): left alone
     smaller = generated.resize((48, 32))
-    assert host.module._preserve(smaller, original, strengths) is smaller
+    assert host.module._preserve(smaller, original, strengths <= 0) is smaller
 
 
 def test_batch_tab_map_folder_matches_maps_by_file_name(host, tmp_path):
@@ -928,3 +928,12 @@ def test_batch_tab_map_folder_without_a_match_is_refused(host, tmp_path):
     with pytest.raises(Exception) as caught:
         img2img.process_batch(p, str(inputs), "", "", p.script_args)
     assert "Differential Diffusion: map_folder: no map named c.*" in str(caught.value)
+
+
+def test_preserve_keeps_pixels_too_weak_for_a_sampling_step(host):
+    """DDIM at 10 steps gives strength 0.05 no sampling step (t_enc 0): such pixels are never released,
+    their latent is the original, and with preserve their pixels are the input's exactly."""
+    p, processed = generate(host, ui_values(map=columns(0.05, 1)), sampler_name="DDIM", steps=10, denoising_strength=1.0)
+    half = SIZE // 2
+    assert np.array_equal(pixels(processed.images[0])[:, : half - 8], host_init_image(host, p)[:, : half - 8])
+    assert not np.array_equal(pixels(processed.images[0])[:, half + 8 :], host_init_image(host, p)[:, half + 8 :])

@@ -139,6 +139,10 @@ def pytest_terminal_summary(terminalreporter):
         tr.section("webui artifacts")
         for a in _host.ARTIFACTS:
             tr.write_line(a)
+    if _host.MEASUREMENTS:
+        tr.section("webui measurements")
+        for m in _host.MEASUREMENTS:
+            tr.write_line(m)
     if _MANAGER is None or not _MANAGER.starts:
         return
     tr.section("webui servers")

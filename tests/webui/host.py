@@ -48,6 +48,8 @@ LOG_TAIL_LINES = 80
 
 # Files tests want a person to look at (screenshots); listed in pytest's terminal summary.
 ARTIFACTS: list[str] = []
+# One line per measured number (diffs, timings) that tests report; listed in the terminal summary.
+MEASUREMENTS: list[str] = []
 
 # Options written into the throwaway data dir's config.json before every start.
 # live previews off: SDXL would otherwise try to download models/VAE-approx/vaeapprox-sdxl.pt.
