@@ -186,11 +186,19 @@ def _crop_region(p: Any) -> tuple[int, int, int, int] | None:
     return (x1, y1, x1 + width, y1 + height)
 
 
-def _pixel_strengths(p: Any, state: RunState, image_index: int) -> np.ndarray:
-    """Aligned map (options applied) times the aligned inpaint mask, for one init image."""
-    if image_index not in state.pixel_strengths:
+def _pixel_strengths(p: Any, state: RunState, image_index: int, full_size: bool = False) -> np.ndarray:
+    """Aligned map (options applied) times the aligned inpaint mask, for one init image.
+
+    ``full_size``: over the init image itself (inpaint "only masked" composites
+    its result back there) instead of the image being generated.
+    """
+    key = (image_index, full_size)
+    if key not in state.pixel_strengths:
         init_image = p.init_images[image_index if len(p.init_images) > 1 else 0]
-        geometry = dict(init_size=init_image.size, width=p.width, height=p.height, resize_mode=p.resize_mode, crop_region=_crop_region(p))
+        if full_size:
+            geometry = dict(init_size=init_image.size, width=init_image.width, height=init_image.height, resize_mode=0)
+        else:
+            geometry = dict(init_size=init_image.size, width=p.width, height=p.height, resize_mode=p.resize_mode, crop_region=_crop_region(p))
         mask = _inpaint_mask(p)
         mask_aligned = None if mask is None else align_map(mask, **geometry)
         if state.args.source == "inpaint mask":
@@ -202,8 +210,16 @@ def _pixel_strengths(p: Any, state: RunState, image_index: int) -> np.ndarray:
         strengths = apply_options(source, options)
         if mask_aligned is not None:
             strengths = strengths * mask_aligned
-        state.pixel_strengths[image_index] = strengths.astype(np.float32)
-    return state.pixel_strengths[image_index]
+        state.pixel_strengths[key] = strengths.astype(np.float32)
+    return state.pixel_strengths[key]
+
+
+def _kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
+    """Pixels never released: strength 0, or too small for the sampler to take a step."""
+    if state.engine is None:
+        return strengths <= 0
+    release = state.engine.release_steps(torch.from_numpy(strengths).to(torch.float64) * state.slider)
+    return (release == NEVER).numpy()
 
 
 def _map_hash(array: np.ndarray) -> str:
@@ -497,26 +513,27 @@ class Script(scripts.Script):
 
     def postprocess_image(self, p: Any, pp: Any, *script_args: Any) -> None:
         state = _state(p)
-        if state is None or not state.args.preserve:
+        if state is None or not state.args.preserve or _crop_region(p) is not None:
+            return  # "only masked" is preserved after the WebUI pastes the crop back
+        index = getattr(p, "batch_index", 0)
+        kept = _kept_pixels(state, _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0))
+        if bool(kept.any()):
+            init_image = p.init_images[index if len(p.init_images) > 1 else 0]
+            original = images.flatten(init_image, shared.opts.img2img_background_color)
+            original = images.resize_image(p.resize_mode if p.resize_mode != 3 else 0, original, p.width, p.height)
+            pp.image = _preserve(pp.image, original, kept)
+
+    def postprocess_image_after_composite(self, p: Any, pp: Any, *script_args: Any) -> None:
+        # Inpaint "only masked" resamples the generated crop when pasting it back, so kept
+        # pixels can only be the input's exactly here, over the whole init image.
+        state = _state(p)
+        if state is None or not state.args.preserve or _crop_region(p) is None:
             return
         index = getattr(p, "batch_index", 0)
-        strengths = _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0)
-        if state.engine is not None:
-            # Kept = never released: also strengths too small for the sampler to take a step.
-            release = state.engine.release_steps(torch.from_numpy(strengths).to(torch.float64) * state.slider)
-            kept = (release == NEVER).numpy()
-        else:
-            kept = strengths <= 0
-        if not bool(kept.any()):
-            return
-        init_image = p.init_images[index if len(p.init_images) > 1 else 0]
-        original = images.flatten(init_image, shared.opts.img2img_background_color)
-        crop_region = _crop_region(p)
-        if crop_region is not None:
-            original = images.resize_image(2, original.crop(crop_region), p.width, p.height)
-        else:
-            original = images.resize_image(p.resize_mode if p.resize_mode != 3 else 0, original, p.width, p.height)
-        pp.image = _preserve(pp.image, original, kept)
+        kept = _kept_pixels(state, _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0, full_size=True))
+        if bool(kept.any()):
+            init_image = p.init_images[index if len(p.init_images) > 1 else 0]
+            pp.image = _preserve(pp.image, images.flatten(init_image, shared.opts.img2img_background_color), kept)
 
     def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
         global _active_run

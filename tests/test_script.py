@@ -422,7 +422,7 @@ def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""
     p, processed = generate(host, ui_values(map=columns(0, 0, 1, 1)), init_images=[photo(96, 64, seed=2)], resize_mode=resize_mode)
     state = p.differential_diffusion_state
-    kept = state.pixel_strengths[0] == 0
+    kept = state.pixel_strengths[(0, False)] == 0
     assert kept.any() and not kept.all()
     assert kept[:, 0].all()  # the black left edge lands on the output's left edge in every mode
     never = state.engine.never_released.expand_as(processed.latents[0])
@@ -497,9 +497,9 @@ def test_batch_size_two_blends_each_image_with_its_own_init_noise_and_map(host):
     p, batch = generate(host, values, init_images=[square, wide], batch_size=2, **kwargs)
     assert p.init_latent.shape[0] == 2
     state = p.differential_diffusion_state
-    assert set(state.pixel_strengths) == {0, 1}
-    assert (state.pixel_strengths[0][:, :16] == 0).all() and (state.pixel_strengths[0][:, 16:] > 0).all()
-    assert (state.pixel_strengths[1] > 0).all()
+    assert set(state.pixel_strengths) == {(0, False), (1, False)}
+    assert (state.pixel_strengths[(0, False)][:, :16] == 0).all() and (state.pixel_strengths[(0, False)][:, 16:] > 0).all()
+    assert (state.pixel_strengths[(1, False)] > 0).all()
     latents = batch.latents[0]
     assert torch.equal(latents[0, ..., :2], p.init_latent[0, ..., :2])
     # Each row equals its own single-image run (row 1: seed 21's noise, its own init).
@@ -561,7 +561,7 @@ def test_map_times_inpaint_mask_with_only_masked(host):
     )
     assert p.paste_to is not None  # the host cropped to the mask ("only masked")
     state = p.differential_diffusion_state
-    strengths = state.pixel_strengths[0]
+    strengths = state.pixel_strengths[(0, False)]
     assert strengths.shape == (SIZE, SIZE) and 0 < strengths.mean() < 1
     kept = torch.from_numpy(host.module.to_latent(strengths, (8, 8))[0, 0].numpy() == 0)
     assert kept.any()
@@ -937,3 +937,16 @@ def test_preserve_keeps_pixels_too_weak_for_a_sampling_step(host):
     half = SIZE // 2
     assert np.array_equal(pixels(processed.images[0])[:, : half - 8], host_init_image(host, p)[:, : half - 8])
     assert not np.array_equal(pixels(processed.images[0])[:, half + 8 :], host_init_image(host, p)[:, half + 8 :])
+
+
+def test_only_masked_preserves_kept_pixels_after_the_crop_is_pasted_back(host):
+    """The host resamples the generated crop when pasting it back: kept pixels are exact only after that."""
+    init = photo(128, 128, seed=4)
+    image_mask = gray(np.pad(np.ones((48, 48)), 40))  # a centred square
+    p, processed = generate(host, ui_values(map=columns(0, 1, width=128, height=128)), image_mask=image_mask, mask_blur=0, inpaint_full_res=True, init_images=[init])
+    assert p.paste_to is not None
+    result, original = pixels(processed.images[0]), pixels(init)
+    assert result.shape == original.shape
+    assert np.array_equal(result[40:88, 40:58], original[40:88, 40:58])  # inside the mask, map 0
+    assert not np.array_equal(result[40:88, 70:88], original[40:88, 70:88])  # inside the mask, map 1
+    assert_no_hook_errors(host)

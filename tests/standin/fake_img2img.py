@@ -520,6 +520,17 @@ def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
                     pp = scripts.PostprocessImageArgs(image)
                     p.scripts.postprocess_image(p, pp)
                     image = pp.image
+                if p.paste_to is not None:
+                    # processing.apply_overlay: the crop goes back into the full image, resampled
+                    # (the host then composites the original over the unmasked part).
+                    x, y, w, h = p.paste_to
+                    base = images.flatten(p.init_images[i if len(p.init_images) > 1 else 0], "#ffffff")
+                    base.paste(images.resize_image(1, image, w, h), (x, y))
+                    image = base
+                if p.scripts is not None:
+                    pp = scripts.PostprocessImageArgs(image)
+                    p.scripts.postprocess_image_after_composite(p, pp)
+                    image = pp.image
                 output_images.append(image)
 
     res = Processed(output_images, latents, dict(p.extra_generation_params))

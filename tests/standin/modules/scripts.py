@@ -165,5 +165,8 @@ class ScriptRunner:
     def postprocess_image(self, p, pp: PostprocessImageArgs):
         self._each("postprocess_image", p, pp)
 
+    def postprocess_image_after_composite(self, p, pp: PostprocessImageArgs):
+        self._each("postprocess_image_after_composite", p, pp)
+
     def postprocess(self, p, processed):
         self._each("postprocess", p, processed)
