@@ -239,7 +239,8 @@ def _unwrap_image(value: Any) -> Any:
 
 # --- the img2img batch tab: one map per input file ------------------------------------
 
-SOURCE_PATH_INFO_KEY = "differential_diffusion_source_path"
+# Random per process: an uploaded PNG's text chunks land in ``info`` too, and must not pass for a tag.
+SOURCE_PATH_INFO_KEY = f"differential_diffusion_source_path_{uuid.uuid4().hex}"
 MAP_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 
 
@@ -441,6 +442,8 @@ class Script(scripts.Script):
             args = _parse(p, script_args)
             if not args.enabled:
                 return
+            if args.map_folder and getattr(p, "is_api", False):
+                raise DifferentialDiffusionError("map_folder", "is for the img2img batch tab only; the API cannot read folders on the server")
             map_array = None
             if args.source == "map":
                 map_array = decode_map(_map_for_batch_image(source_paths, args.map_folder, _unwrap_image(args.map)))
@@ -542,6 +545,8 @@ class Script(scripts.Script):
             _uninstall(state)
             p.denoising_strength = state.slider
             _active_run = None
+            # p, its sampler and the denoiser form a cycle: free the map and latents now, not at the next GC.
+            p.__dict__.pop(STATE_ATTRIBUTE, None)
 
 
 def _preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) -> Image.Image:
@@ -599,6 +604,18 @@ def _override(name: str, convert: Callable[[Any], Any]) -> Callable[[Any, Any, A
     return apply
 
 
+def _confirm_range(name: str) -> Callable[[Any, list], None]:
+    """Refuse out-of-range axis values before the grid starts (a failing cell would just be blank)."""
+    setting = SETTINGS_BY_NAME[name]
+
+    def confirm(_p: Any, values: list) -> None:
+        for value in values:
+            if not setting.minimum <= float(value) <= setting.maximum:
+                raise ValueError(f"{EXTENSION_NAME}: {name}: must be between {setting.minimum:g} and {setting.maximum:g}, got {value}")
+
+    return confirm
+
+
 def _boolean_axis_value(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -621,7 +638,10 @@ def _on_before_ui() -> None:
         [
             xyz.AxisOptionImg2Img(f"{prefix} Enabled", str, _override("enabled", _boolean_axis_value), choices=choices),
             xyz.AxisOptionImg2Img(f"{prefix} Invert", str, _override("invert", _boolean_axis_value), choices=choices),
-            *(xyz.AxisOptionImg2Img(f"{prefix} {name.capitalize()}", float, _override(name, float)) for name in ("gamma", "blur", "low", "high")),
+            *(
+                xyz.AxisOptionImg2Img(f"{prefix} {name.capitalize()}", float, _override(name, float), confirm=_confirm_range(name))
+                for name in ("gamma", "blur", "low", "high")
+            ),
         ]
     )
 

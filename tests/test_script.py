@@ -102,6 +102,15 @@ def host():
                 scripts.scripts_data.append(scripts.ScriptClassData(value, str(SCRIPT_PATH), str(ROOT), module))
 
         script = module.Script()
+        # The script drops its per-run state in postprocess; keep what it was for the tests to read.
+        postprocess = script.postprocess
+
+        def postprocess_and_keep_state(p, processed, *args):
+            p.differential_diffusion_state_seen = getattr(p, "differential_diffusion_state", None)
+            postprocess(p, processed, *args)
+            assert not hasattr(p, "differential_diffusion_state"), "the run's state outlived postprocess"
+
+        script.postprocess = postprocess_and_keep_state
         script.filename = str(SCRIPT_PATH)
         script.is_img2img = True
         assert script.show(True) is scripts.AlwaysVisible and script.show(False) is False
@@ -248,7 +257,7 @@ def test_api_dict_and_ui_values_parse_to_the_same_args(host):
 def test_api_dict_enabled_false_and_ui_defaults_leave_the_run_alone(host):
     for p in (make_p(host, api={"enabled": False}), make_p(host)):  # make_p(host): all UI defaults (panel closed)
         host.runner.before_process(p)
-        assert not hasattr(p, "differential_diffusion_state")
+        assert not hasattr(p, "differential_diffusion_state") and getattr(p, "differential_diffusion_state_seen", None) is None
         assert p.extra_generation_params == {}
         assert p.init.__func__ is host.driver.StableDiffusionProcessingImg2Img.init
     assert host.module._active_run is None
@@ -300,7 +309,7 @@ def test_bad_arguments_fail_the_generation_with_422(host, make_args, field):
     assert isinstance(error, ValueError)
     assert p.sampler is None  # refused in p.init, before anything was sampled
     assert host.module._active_run is None
-    assert not hasattr(p, "differential_diffusion_state")
+    assert not hasattr(p, "differential_diffusion_state") and getattr(p, "differential_diffusion_state_seen", None) is None
     assert "Differential Diffusion" not in p.extra_generation_params
     assert_no_hook_errors(host)  # raised from the generation, not swallowed as a hook error
 
@@ -333,7 +342,7 @@ def test_enabled_run_wraps_only_its_own_sampler_and_unwraps_after(host):
         seen["active run"] = host.module._active_run
 
     p, processed = generate(host, ui_values(map=ramp_map()), faults={3: probe}, denoising_strength=0.8)
-    state = p.differential_diffusion_state
+    state = p.differential_diffusion_state_seen
     assert seen == {"own instance wrapped": True, "other instance wrapped": False, "class forward untouched": True, "active run": state.run_id}
     cfg = p.sampler.model_wrap_cfg
     assert all(cfg.wrapped_at_call) and cfg.calls == len(state.engine.calls) > 0  # every model call went through the blend
@@ -421,7 +430,7 @@ def test_all_pinned_first_steps_are_skipped_with_the_same_result(host, sampler_n
 def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""
     p, processed = generate(host, ui_values(map=columns(0, 0, 1, 1)), init_images=[photo(96, 64, seed=2)], resize_mode=resize_mode)
-    state = p.differential_diffusion_state
+    state = p.differential_diffusion_state_seen
     kept = state.pixel_strengths[(0, False)] == 0
     assert kept.any() and not kept.all()
     assert kept[:, 0].all()  # the black left edge lands on the output's left edge in every mode
@@ -496,7 +505,7 @@ def test_batch_size_two_blends_each_image_with_its_own_init_noise_and_map(host):
     kwargs = dict(resize_mode=1, denoising_strength=0.8, seed=20)
     p, batch = generate(host, values, init_images=[square, wide], batch_size=2, **kwargs)
     assert p.init_latent.shape[0] == 2
-    state = p.differential_diffusion_state
+    state = p.differential_diffusion_state_seen
     assert set(state.pixel_strengths) == {(0, False), (1, False)}
     assert (state.pixel_strengths[(0, False)][:, :16] == 0).all() and (state.pixel_strengths[(0, False)][:, 16:] > 0).all()
     assert (state.pixel_strengths[(1, False)] > 0).all()
@@ -543,7 +552,7 @@ def test_inpaint_mask_source_keeps_unmasked_pixels_and_bypasses_the_host_blend(h
     assert cfg.blends and all(cfg.blends)  # every in-sampling mask blend was handed back unblended
     latent, init = processed.latents[0], p.init_latent
     sampled = p.sampler.sample_calls[0]["samples"]
-    never = p.differential_diffusion_state.engine.never_released.expand_as(latent)
+    never = p.differential_diffusion_state_seen.engine.never_released.expand_as(latent)
     assert bool(never.any()) and bool((~never).any())
     assert torch.equal(latent[never], init[never])  # strength 0 (outside the mask): the input exactly
     assert torch.equal(latent[~never], sampled[~never])  # the host's final blend was bypassed too ...
@@ -560,7 +569,7 @@ def test_map_times_inpaint_mask_with_only_masked(host):
         host, ui_values(map=gray(np.ones((SIZE, SIZE))), preserve=False), image_mask=image_mask, mask_blur=0, inpaint_full_res=True, init_images=[photo(128, 128, seed=4)]
     )
     assert p.paste_to is not None  # the host cropped to the mask ("only masked")
-    state = p.differential_diffusion_state
+    state = p.differential_diffusion_state_seen
     strengths = state.pixel_strengths[(0, False)]
     assert strengths.shape == (SIZE, SIZE) and 0 < strengths.mean() < 1
     kept = torch.from_numpy(host.module.to_latent(strengths, (8, 8))[0, 0].numpy() == 0)
@@ -653,7 +662,7 @@ def test_xyz_axis_values_do_not_leak_between_cells(host, xyz):
         assert cell.differential_diffusion_state.args.gamma == gamma
     for cell in enabled_cells:
         host.runner.before_process(cell)
-        assert not hasattr(cell, "differential_diffusion_state")
+        assert not hasattr(cell, "differential_diffusion_state") and getattr(cell, "differential_diffusion_state_seen", None) is None
     host.runner.before_process(p)
     assert p.differential_diffusion_state.args.gamma == 1.0 and not p.differential_diffusion_state.args.invert
     with pytest.raises(ValueError, match="Differential Diffusion: expected True or False"):
@@ -819,7 +828,7 @@ def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
     assert [route.path for route in app.routes] == ["/differential-diffusion/v1/schema", "/differential-diffusion/v1/test/last-run"]
     p, _ = generate(host, ui_values(map=columns(0, 1)), sampler_name="Heun")
     report = json.loads(json.dumps(app.routes[1].endpoint()))
-    engine = p.differential_diffusion_state.engine
+    engine = p.differential_diffusion_state_seen.engine
     assert report["sampler"] == "Heun" and report["active"] is True
     assert report["release"] == engine.release.tolist() and len(report["calls"]) == len(engine.calls) == p.sampler.model_wrap_cfg.calls
 
