@@ -385,40 +385,9 @@ def test_batch_size_2_count_2_honours_the_map(sd1_server):
 # --------------------------------------------------------------------------- resize modes
 
 def host_resize_image(mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
-    """tests/a1111_images.resize_image (A1111 v1.10.1, no img2img upscaler: LANCZOS) on a canvas
-    of the image's own mode, so a float ("F") map shows where its values land; checked against
-    a1111_images on the init image in the test."""
-    lanczos = Image.Resampling.LANCZOS
-
-    def resize(image, w, h):
-        return image.resize((w, h), resample=lanczos)
-
-    if mode == 0:
-        return resize(im, width, height)
-    ratio = width / height
-    src_ratio = im.width / im.height
-    if mode == 1:
-        src_w = width if ratio > src_ratio else im.width * height // im.height
-        src_h = height if ratio <= src_ratio else im.height * width // im.width
-        res = Image.new(im.mode, (width, height))
-        res.paste(resize(im, src_w, src_h), box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-        return res
-    src_w = width if ratio < src_ratio else im.width * height // im.height
-    src_h = height if ratio >= src_ratio else im.height * width // im.width
-    resized = resize(im, src_w, src_h)
-    res = Image.new(im.mode, (width, height))
-    res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-    if ratio < src_ratio:
-        fill_height = height // 2 - src_h // 2
-        if fill_height > 0:
-            res.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
-            res.paste(resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)), box=(0, fill_height + src_h))
-    elif ratio > src_ratio:
-        fill_width = width // 2 - src_w // 2
-        if fill_width > 0:
-            res.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
-            res.paste(resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)), box=(fill_width + src_w, 0))
-    return res
+    """A1111 v1.10.1's resize_image (tests/a1111_images.py) on a canvas of the image's own mode,
+    so a float ("F") map shows where its values land."""
+    return a1111_images.resize_image(mode, im, width, height, canvas_mode=im.mode)
 
 
 def l_shaped_map(width: int, height: int) -> Image.Image:
