@@ -959,3 +959,56 @@ def test_only_masked_preserves_kept_pixels_after_the_crop_is_pasted_back(host):
     assert np.array_equal(result[40:88, 40:58], original[40:88, 40:58])  # inside the mask, map 0
     assert not np.array_equal(result[40:88, 70:88], original[40:88, 70:88])  # inside the mask, map 1
     assert_no_hook_errors(host)
+
+
+def test_route_guard_refuses_malformed_entries_and_replays_good_bodies(host):
+    """The ASGI guard on /sdapi/v1/img2img: shapes the WebUI would drop or crash on get 422 naming
+    "args"; anything else reaches the route with its body intact."""
+    import asyncio
+
+    guard_error = host.module._request_shape_error
+    assert guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": "yes"}}).encode()).field == "args"
+    assert guard_error(json.dumps({"alwayson_scripts": {"differential diffusion": {"args": {"map": "x"}}}}).encode()).field == "args"
+    assert "at most 10 values" in str(guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": [0] * 11}}}).encode()))
+    assert guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": [{"map": "x"}]}}}).encode()) is None
+    assert guard_error(b"not json") is None and guard_error(json.dumps({"alwayson_scripts": {"Other": 5}}).encode()) is None
+
+    received = []
+
+    async def route_app(scope, receive, send):
+        message = await receive()
+        received.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class Route:
+        path = "/sdapi/v1/img2img"
+        app = staticmethod(route_app)
+
+    app = FakeApp()
+    route = Route()
+    app.routes.append(route)
+    host.module._on_app_started(None, app)
+    host.module._on_app_started(None, app)  # a UI reload: still one guard
+    guarded = route.app
+    assert isinstance(guarded, host.module._ArgsShapeGuard) and guarded.app is route_app
+
+    def call(body: bytes) -> list:
+        chunks = [body[:7], body[7:]]
+        sent = []
+
+        async def receive():
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(guarded({"type": "http", "method": "POST", "path": Route.path, "headers": []}, receive, send))
+        return sent
+
+    good = json.dumps({"prompt": "x", "alwayson_scripts": {"Differential Diffusion": {"args": [{"map": "x"}]}}}).encode()
+    assert call(good)[0]["status"] == 200 and received == [good]
+    refused = call(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": None}}}).encode())
+    assert refused[0]["status"] == 422 and b"Differential Diffusion: args:" in refused[1]["body"]
+    assert received == [good]

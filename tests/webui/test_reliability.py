@@ -255,19 +255,22 @@ def xyz_choices(server) -> list[str]:
 # ------------------------------------------------------------------ 2. the fuzz barrage
 
 
-def host_level_cases() -> list[tuple[str, object, int]]:
-    """Shapes the WebUI itself answers before the extension sees anything (modules/api/api.py
-    init_script_args and pydantic). Not the extension's to fix; here to check the host lives."""
+def host_level_cases() -> list[tuple[str, object, int, bool]]:
+    """Request shapes the WebUI would answer or drop before the script runs (modules/api/api.py
+    init_script_args): the extension's route guard refuses those naming "args"; the last two
+    are the WebUI's own refusals. (name, alwayson_scripts, status, answered by the extension)"""
+    too_many = [True, None, "map", False, 1.0, 0.0, 0.0, 1.0, True, "", "extra"]
     return [
-        ("args_is_dict", {DD: {"args": {"map": HALVES_B64}}}, 500),  # host: KeyError 0
-        ("args_is_null", {DD: {"args": None}}, 500),                   # host: len(None)
-        ("args_is_int", {DD: {"args": 5}}, 500),
-        ("script_value_is_string", {DD: "yes"}, 200),                 # host: no "args" -> ignored
-        ("script_value_is_list", {DD: [{"map": HALVES_B64}]}, 200),
-        ("no_args_key", {DD: {}}, 200),
-        ("args_empty_list", {DD: {"args": []}}, 200),
-        ("unknown_script_name", {DD + " ": {"args": [{"map": HALVES_B64}]}}, 422),
-        ("alwayson_is_list", [{"map": HALVES_B64}], 422),
+        ("args_is_dict", {DD: {"args": {"map": HALVES_B64}}}, 422, True),
+        ("args_is_null", {DD: {"args": None}}, 422, True),
+        ("args_is_int", {DD: {"args": 5}}, 422, True),
+        ("script_value_is_string", {DD: "yes"}, 422, True),
+        ("script_value_is_list", {DD: [{"map": HALVES_B64}]}, 422, True),
+        ("no_args_key", {DD: {}}, 422, True),
+        ("too_many_positional_values", {DD: {"args": too_many}}, 422, True),
+        ("args_empty_list", {DD: {"args": []}}, 200, False),  # the panel's defaults: off
+        ("unknown_script_name", {DD + " ": {"args": [{"map": HALVES_B64}]}}, 422, False),
+        ("alwayson_is_list", [{"map": HALVES_B64}], 422, False),
     ]
 
 
@@ -315,13 +318,13 @@ def test_fuzz_barrage_refuses_cleanly_and_leaves_later_generations_untouched(sd1
         if case.kind == "bomb" and elapsed > 2.0:
             problems.append(f"bomb ({case.note}) took {elapsed:.2f}s to refuse")
         assert time.monotonic() - started < FUZZ_TIME_LIMIT_S, f"barrage over {FUZZ_TIME_LIMIT_S}s after {sum(map(sum, (c.values() for c in answers.values())))} requests"
-    for name, scripts, status in host_level_cases():
+    for name, scripts, status, ours in host_level_cases():
         response = raw_post(server, "/sdapi/v1/img2img", payload(steps=2, alwayson_scripts=scripts))
-        answers[f"host:{name}"][response.status_code] += 1
+        answers[f"shape:{name}"][response.status_code] += 1
         if response.status_code != status:
-            problems.append(f"host-level {name}: expected {status}, got {response.status_code}: {response.text[:200]}")
-        elif status != 200 and str(response.json().get("errors", "")).startswith(DD):
-            problems.append(f"host-level {name}: answered by the extension?! {response.text[:200]}")
+            problems.append(f"request shape {name}: expected {status}, got {response.status_code}: {response.text[:200]}")
+        elif status != 200 and str(response.json().get("errors", "")).startswith(f"{DD}: args:") != ours:
+            problems.append(f"request shape {name}: {'not ' if ours else ''}answered by the extension: {response.text[:200]}")
     total = time.monotonic() - started
     requests_sent = sum(sum(c.values()) for c in answers.values())
     FIGURES.append(f"fuzz barrage: {requests_sent} requests in {total:.1f}s (seed {FUZZ_SEED})")
