@@ -481,10 +481,6 @@ def test_exception_inside_sampling_leaves_later_generations_untouched(webui_serv
     server = webui_servers.acquire(broken_refiner_spec)
     base = baselines(server)
     init = make_init_image(64, 64)
-    # A working refiner first (the switch happens inside the wrapped denoiser too).
-    refined = with_dd(server, prime=False, refiner_checkpoint=server.model_name("sd1_rand"), refiner_switch_at=0.5)
-    assert max_change(refined, init, LEFT) == 0
-    base.assert_untouched("a run with a working refiner")
     offset = log_size(server)
     r = post_img2img(server, steps=STEPS, alwayson_scripts=dd_dict(map=HALVES_B64),
                      refiner_checkpoint=server.model_name("broken_refiner"), refiner_switch_at=0.5)
