@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import DifferentialDiffusionError
+from .maps import MapOptions
 
 ELEM_PREFIX = "differential_diffusion"
 SOURCES = ("map", "inpaint mask")
@@ -138,6 +139,10 @@ class DifferentialDiffusionArgs:
         if not args or args[0] is None:
             return cls()
         return cls.from_ui(*args)
+
+    def map_options(self) -> MapOptions:
+        """The options that turn the aligned map into strengths."""
+        return MapOptions(invert=self.invert, gamma=self.gamma, blur=self.blur, low=self.low, high=self.high)
 
     def with_overrides(self, **overrides: Any) -> DifferentialDiffusionArgs:
         """A copy with some fields replaced (X/Y/Z axes), validated again."""

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from .schedule import NEVER, Img2ImgStart, SigmaLevels, TimestepLevels, img2img_start, release_steps
+from .schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, release_steps
 
 # Two levels closer than this (relative) are the same table entry; the host
 # passes levels through float32 or float16 tensors.
@@ -166,8 +166,9 @@ class DifferentialDiffusion:
 
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
         """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels (None: no work)."""
-        step, at_step_start = self.tracker.observe(float(level_rows.max()))
-        self.calls.append((step, float(level_rows.max()), at_step_start))
+        level = float(level_rows.max())  # one device sync per call
+        step, at_step_start = self.tracker.observe(level)
+        self.calls.append((step, level, at_step_start))
         if step > self._last_busy_step:
             return None
         pinned, released_now = self._masks(step)

@@ -30,7 +30,7 @@ from lib_differential_diffusion.args import (
 )
 from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
-from lib_differential_diffusion.maps import MapOptions, align_map, apply_options, decode_map, gaussian_blur, to_latent
+from lib_differential_diffusion.maps import align_map, apply_options, decode_map, gaussian_blur, to_latent
 from lib_differential_diffusion.preview import preview_image
 from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, skip_start_strength
 from modules import images, processing, script_callbacks, scripts, shared
@@ -80,9 +80,11 @@ class RunState:
     args: DifferentialDiffusionArgs
     map_array: np.ndarray | None  # decoded map (source "map"), at its own size
     map_hash: str | None
-    pixel_strengths: dict[int, np.ndarray] = field(default_factory=dict)  # per init image: aligned map x mask, before the slider
+    pixel_strengths: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # per init image: aligned map x mask, before the slider
     engine: DifferentialDiffusion | None = None
     wrapped_denoiser: Any = None
+    inpaint_mask: Any = None  # the processed mask (None: no mask), once computed; see _pixel_strengths
+    inpaint_mask_ready: bool = False
 
 
 # --- hooking the sampler --------------------------------------------------------
@@ -200,15 +202,15 @@ def _pixel_strengths(p: Any, state: RunState, image_index: int, full_size: bool 
             geometry = dict(init_size=init_image.size, width=init_image.width, height=init_image.height, resize_mode=0)
         else:
             geometry = dict(init_size=init_image.size, width=p.width, height=p.height, resize_mode=p.resize_mode, crop_region=_crop_region(p))
-        mask = _inpaint_mask(p)
-        mask_aligned = None if mask is None else align_map(mask, **geometry)
+        if not state.inpaint_mask_ready:  # the host's blur once per run, not per image and geometry
+            state.inpaint_mask, state.inpaint_mask_ready = _inpaint_mask(p), True
+        mask_aligned = None if state.inpaint_mask is None else align_map(state.inpaint_mask, **geometry)
         if state.args.source == "inpaint mask":
             source = mask_aligned
             mask_aligned = None
         else:
             source = align_map(state.map_array, **geometry)
-        options = MapOptions(invert=state.args.invert, gamma=state.args.gamma, blur=state.args.blur, low=state.args.low, high=state.args.high)
-        strengths = apply_options(source, options)
+        strengths = apply_options(source, state.args.map_options())
         if mask_aligned is not None:
             strengths = strengths * mask_aligned
         state.pixel_strengths[key] = strengths.astype(np.float32)
@@ -418,8 +420,7 @@ class Script(scripts.Script):
                 init_size = init_image.size if init_image is not None else (int(width), int(height))
                 geometry = dict(init_size=init_size, width=int(width), height=int(height), resize_mode=int(resize_mode or 0))
                 aligned = align_map(decode_map(_unwrap_image(args.map)), **geometry)
-                options = MapOptions(invert=args.invert, gamma=args.gamma, blur=args.blur, low=args.low, high=args.high)
-                strengths = apply_options(aligned, options)
+                strengths = apply_options(aligned, args.map_options())
                 base = None
                 if init_image is not None:
                     mode = geometry["resize_mode"] if geometry["resize_mode"] != 3 else 0

@@ -480,7 +480,6 @@ def test_exception_inside_sampling_leaves_later_generations_untouched(webui_serv
     through the extension's wrapper, halfway through a DD run. Later runs are untouched."""
     server = webui_servers.acquire(broken_refiner_spec)
     base = baselines(server)
-    init = make_init_image(64, 64)
     offset = log_size(server)
     r = post_img2img(server, steps=STEPS, alwayson_scripts=dd_dict(map=HALVES_B64),
                      refiner_checkpoint=server.model_name("broken_refiner"), refiner_switch_at=0.5)
