@@ -14,10 +14,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import DifferentialDiffusionError
+from .fan import FAN_LAYOUTS, MAX_FAN_COUNT, MIN_FAN_COUNT
 from .maps import MapOptions
 
 ELEM_PREFIX = "differential_diffusion"
-SOURCES = ("map", "inpaint mask")
+SOURCES = ("map", "inpaint mask", "fan")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preserve", "Preserve unchanged pixels", "DD preserve", True),
     # UI only (img2img batch tab): a server-side folder, so the API refuses it.
     Setting("map_folder", "Map folder (batch tab: one map per image, matched by file name)", None, ""),
+    # Source "fan": the map is drawn by the extension (see fan.py).
+    Setting("fan_count", "Fan regions", "DD fan count", 4, MIN_FAN_COUNT, MAX_FAN_COUNT, 1),
+    Setting("fan_layout", "Fan layout", "DD fan layout", FAN_LAYOUTS[0], choices=FAN_LAYOUTS),
 )
+FAN_SETTING_NAMES = ("fan_count", "fan_layout")
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 POSITIONAL_ORDER = tuple(setting.name for setting in SETTINGS)
 API_KEYS = tuple(name for name in POSITIONAL_ORDER if name != "map_folder")
@@ -74,6 +79,13 @@ def _number(name: str, value: Any) -> float:
     return number
 
 
+def _whole_number(name: str, value: Any) -> int:
+    number = _number(name, value)
+    if not number.is_integer():
+        raise DifferentialDiffusionError(name, f"must be a whole number, got {value!r}")
+    return int(number)
+
+
 def _choice(name: str, value: Any) -> str:
     choices = SETTINGS_BY_NAME[name].choices or ()
     if not isinstance(value, str) or value not in choices:
@@ -95,6 +107,8 @@ class DifferentialDiffusionArgs:
     high: float = 1.0
     preserve: bool = True
     map_folder: str = ""
+    fan_count: int = 4
+    fan_layout: str = FAN_LAYOUTS[0]
 
     def __post_init__(self) -> None:
         for name in ("enabled", "invert", "preserve"):
@@ -102,6 +116,8 @@ class DifferentialDiffusionArgs:
         for name in ("gamma", "blur", "low", "high"):
             object.__setattr__(self, name, _number(name, getattr(self, name)))
         _choice("source", self.source)
+        object.__setattr__(self, "fan_count", _whole_number("fan_count", self.fan_count))
+        _choice("fan_layout", self.fan_layout)
         if self.low > self.high:
             raise DifferentialDiffusionError("low", f"must not exceed high ({self.low:g} > {self.high:g}); use invert to swap black and white")
         if self.map_folder is None:
@@ -110,7 +126,7 @@ class DifferentialDiffusionArgs:
             raise DifferentialDiffusionError("map_folder", f"must be a folder path, got {self.map_folder!r}")
         object.__setattr__(self, "map_folder", self.map_folder.strip())
         if self.enabled and self.source == "map" and _is_empty(self.map) and not self.map_folder:
-            raise DifferentialDiffusionError("map", "no change map given (upload one, or choose map source 'inpaint mask')")
+            raise DifferentialDiffusionError("map", "no change map given (upload one, or choose map source 'inpaint mask' or 'fan')")
 
     @classmethod
     def from_api(cls, value: Mapping[str, Any]) -> DifferentialDiffusionArgs:
@@ -152,6 +168,8 @@ class DifferentialDiffusionArgs:
         """PNG-info fields of an enabled run: settings, and a short hash instead of the map's pixels."""
         result: dict[str, Any] = {}
         for setting in SETTINGS:
+            if setting.name in FAN_SETTING_NAMES and self.source != "fan":
+                continue  # fan options only matter, and are only written, for a fan
             if setting.infotext_key is not None:
                 result[setting.infotext_key] = getattr(self, setting.name)
         if map_hash:
@@ -181,6 +199,11 @@ def values_from_infotext(params: Mapping[str, str]) -> dict[str, Any]:
         raw = str(params[setting.infotext_key]).strip()
         if isinstance(setting.default, bool):
             values[setting.name] = raw.lower() == "true"
+        elif isinstance(setting.default, int):
+            try:
+                values[setting.name] = int(float(raw))
+            except ValueError:
+                continue
         elif isinstance(setting.default, float):
             try:
                 values[setting.name] = float(raw)
@@ -203,6 +226,8 @@ def schema() -> dict[str, Any]:
             entry = {"type": "boolean", "default": True, "description": "a dict given means enabled unless this is false"}
         elif isinstance(setting.default, bool):
             entry = {"type": "boolean", "default": setting.default}
+        elif isinstance(setting.default, int):
+            entry = {"type": "integer", "default": setting.default, "minimum": int(setting.minimum), "maximum": int(setting.maximum)}
         elif isinstance(setting.default, float):
             entry = {"type": "number", "default": setting.default, "minimum": setting.minimum, "maximum": setting.maximum}
         else:

@@ -30,6 +30,7 @@ from lib_differential_diffusion.args import (
 )
 from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
+from lib_differential_diffusion.fan import FAN_LAYOUTS, MAX_FAN_COUNT, fan_denoising_strengths, fan_label_font_size, fan_map, label_fan
 from lib_differential_diffusion.maps import align_map, apply_options, decode_map, gaussian_blur, to_latent
 from lib_differential_diffusion.preview import preview_image
 from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, skip_start_strength
@@ -85,6 +86,7 @@ class RunState:
     wrapped_denoiser: Any = None
     inpaint_mask: Any = None  # the processed mask (None: no mask), once computed; see _pixel_strengths
     inpaint_mask_ready: bool = False
+    fan_copies: list[tuple[Image.Image, str]] = field(default_factory=list)  # source "fan": labelled copies and their infotexts
 
 
 # --- hooking the sampler --------------------------------------------------------
@@ -208,6 +210,8 @@ def _pixel_strengths(p: Any, state: RunState, image_index: int, full_size: bool 
         if state.args.source == "inpaint mask":
             source = mask_aligned
             mask_aligned = None
+        elif state.args.source == "fan":
+            source = _fan_over(init_image.size if full_size else (p.width, p.height), state.args, _crop_region(p) if full_size else None)
         else:
             source = align_map(state.map_array, **geometry)
         strengths = apply_options(source, state.args.map_options())
@@ -215,6 +219,33 @@ def _pixel_strengths(p: Any, state: RunState, image_index: int, full_size: bool 
             strengths = strengths * mask_aligned
         state.pixel_strengths[key] = strengths.astype(np.float32)
     return state.pixel_strengths[key]
+
+
+def _fan_over(size: tuple[int, int], args: DifferentialDiffusionArgs, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The fan in the output's frame: the whole image, or the "only masked" crop box inside it."""
+    if box is None:
+        return fan_map(size[0], size[1], args.fan_count, args.fan_layout)
+    canvas = np.zeros((size[1], size[0]), dtype=np.float32)
+    left, top, right, bottom = box
+    canvas[top:bottom, left:right] = fan_map(right - left, bottom - top, args.fan_count, args.fan_layout)
+    return canvas
+
+
+def _label_fan(p: Any, state: RunState, image: Image.Image) -> None:
+    """Keep a labelled copy of this output (saved like the image, with suffix "-dd-fan")."""
+    args = state.args
+    box = _crop_region(p)
+    left, top, right, bottom = box if box is not None else (0, 0, image.width, image.height)
+    font_size = fan_label_font_size(right - left, bottom - top, args.fan_count, args.fan_layout)
+    strengths = fan_denoising_strengths(args.fan_count, args.map_options(), state.slider)
+    labelled = label_fan(image, count=args.fan_count, layout=args.fan_layout, denoising_strengths=strengths, box=box, font=images.get_font(font_size))
+    index = getattr(p, "batch_index", 0)
+    info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, None, getattr(p, "iteration", 0), index)
+    if shared.opts.enable_pnginfo:
+        labelled.info["parameters"] = info
+    if p.save_samples():
+        images.save_image(labelled, p.outpath_samples, "", p.seeds[index], p.prompts[index], shared.opts.samples_format, info=info, p=p, suffix="-dd-fan")
+    state.fan_copies.append((labelled, info))
 
 
 def _kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
@@ -389,13 +420,39 @@ class Script(scripts.Script):
                     )
                     for name in ("gamma", "blur", "low", "high")
                 }
+            with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_fan_group") as fan_group:
+                gr.Markdown(
+                    "**Strength fan**: the map is drawn for you, in regions from strength at black (region #1) "
+                    "to strength at white (the last). The results come with a labelled copy: pick the region "
+                    "you like and apply its strength.",
+                    elem_classes=[f"{ELEM_PREFIX}-hint"],
+                )
+                with gr.Row():
+                    fan_count = gr.Slider(
+                        label=SETTINGS_BY_NAME["fan_count"].label,
+                        minimum=SETTINGS_BY_NAME["fan_count"].minimum,
+                        maximum=SETTINGS_BY_NAME["fan_count"].maximum,
+                        step=1,
+                        value=SETTINGS_BY_NAME["fan_count"].default,
+                        elem_id=SETTINGS_BY_NAME["fan_count"].elem_id,
+                    )
+                    fan_layout = gr.Radio(label=SETTINGS_BY_NAME["fan_layout"].label, choices=list(FAN_LAYOUTS), value=SETTINGS_BY_NAME["fan_layout"].default, elem_id=SETTINGS_BY_NAME["fan_layout"].elem_id)
+                with gr.Row():
+                    fan_region = gr.Slider(label="Region to apply (#)", minimum=1, maximum=MAX_FAN_COUNT, step=1, value=1, elem_id=f"{ELEM_PREFIX}_fan_region")
+                    fan_apply = gr.Button("Apply region's strength", elem_id=f"{ELEM_PREFIX}_fan_apply")
+                fan_note = gr.HTML(elem_id=f"{ELEM_PREFIX}_fan_note")
             map_folder = gr.Textbox(label=SETTINGS_BY_NAME["map_folder"].label, value="", placeholder="optional: a folder of maps named like the batch's input images", elem_id=SETTINGS_BY_NAME["map_folder"].elem_id)
             preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
             preview_error = gr.HTML(elem_id=f"{ELEM_PREFIX}_preview_error")
 
-        components = {"enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "map_folder": map_folder, **sliders}
+        components = {
+            "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve,
+            "map_folder": map_folder, "fan_count": fan_count, "fan_layout": fan_layout, **sliders,
+        }  # fmt: skip
         ordered = [components[name] for name in POSITIONAL_ORDER]
         self._wire_preview(preview_button, ordered, preview, preview_error)
+        source.change(fn=lambda value: gr.update(visible=value == "fan"), inputs=[source], outputs=[fan_group], show_progress=False)
+        self._wire_fan_apply(fan_apply, fan_region, components, fan_note)
 
         self.infotext_fields = [(enabled, lambda params: values_from_infotext(params)["enabled"])]
         for setting in SETTINGS:
@@ -414,12 +471,15 @@ class Script(scripts.Script):
             init_image, width, height, steps, strength, resize_mode = values[: len(host)]
             try:
                 args = DifferentialDiffusionArgs.from_ui(*(True, *values[len(host) :]))  # preview as if enabled
-                if args.source != "map":
-                    raise DifferentialDiffusionError("source", "the preview shows uploaded maps only")
+                if args.source == "inpaint mask":
+                    raise DifferentialDiffusionError("source", "the preview shows uploaded maps and fans only")
                 init_image = _unwrap_image(init_image)
                 init_size = init_image.size if init_image is not None else (int(width), int(height))
                 geometry = dict(init_size=init_size, width=int(width), height=int(height), resize_mode=int(resize_mode or 0))
-                aligned = align_map(decode_map(_unwrap_image(args.map)), **geometry)
+                if args.source == "fan":
+                    aligned = _fan_over((int(width), int(height)), args, None)
+                else:
+                    aligned = align_map(decode_map(_unwrap_image(args.map)), **geometry)
                 strengths = apply_options(aligned, args.map_options())
                 base = None
                 if init_image is not None:
@@ -430,6 +490,34 @@ class Script(scripts.Script):
                 return None, f"<div class='error'>{error}</div>"
 
         button.click(fn=run_preview, inputs=[*host, *ordered[1:]], outputs=[preview, preview_error], show_progress=False)
+
+    def _wire_fan_apply(self, button: Any, region: Any, components: dict, note: Any) -> None:
+        """One click: the img2img denoising strength becomes the region's, and the panel turns off
+        (a uniform change everywhere is plain img2img, bit for bit)."""
+        denoising = self.host_components.get("img2img_denoising_strength")
+        if denoising is None:
+            button.visible = False
+            return
+        names = ("fan_count", "fan_layout", "invert", "gamma", "low", "high")
+
+        def apply(region_number: Any, slider: Any, *values: Any) -> tuple[Any, Any, str]:
+            try:
+                args = DifferentialDiffusionArgs(**dict(zip(names, values)))
+                strengths = fan_denoising_strengths(args.fan_count, args.map_options(), float(slider))
+                if not isinstance(region_number, (int, float)) or not 1 <= region_number <= args.fan_count or region_number != int(region_number):
+                    raise DifferentialDiffusionError("fan region", f"must be a whole number from 1 to {args.fan_count} (the fan has {args.fan_count} regions), got {region_number!r}")
+            except DifferentialDiffusionError as error:
+                return gr.update(), gr.update(), f"<div class='error'>{error}</div>"
+            strength = strengths[int(region_number) - 1]
+            message = f"Denoising strength set to {strength:.2f} (region #{int(region_number)} of {args.fan_count}); {EXTENSION_NAME} turned off."
+            return gr.update(value=strength), gr.update(value=False), f"<div>{message}</div>"
+
+        button.click(
+            fn=apply,
+            inputs=[region, denoising, *(components[name] for name in names)],
+            outputs=[denoising, components["enabled"], note],
+            show_progress=False,
+        )
 
     # --- generation hooks ---
 
@@ -532,13 +620,16 @@ class Script(scripts.Script):
         # Inpaint "only masked" resamples the generated crop when pasting it back, so kept
         # pixels can only be the input's exactly here, over the whole init image.
         state = _state(p)
-        if state is None or not state.args.preserve or _crop_region(p) is None:
+        if state is None:
             return
-        index = getattr(p, "batch_index", 0)
-        kept = _kept_pixels(state, _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0, full_size=True))
-        if bool(kept.any()):
-            init_image = p.init_images[index if len(p.init_images) > 1 else 0]
-            pp.image = _preserve(pp.image, images.flatten(init_image, shared.opts.img2img_background_color), kept)
+        if state.args.preserve and _crop_region(p) is not None:
+            index = getattr(p, "batch_index", 0)
+            kept = _kept_pixels(state, _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0, full_size=True))
+            if bool(kept.any()):
+                init_image = p.init_images[index if len(p.init_images) > 1 else 0]
+                pp.image = _preserve(pp.image, images.flatten(init_image, shared.opts.img2img_background_color), kept)
+        if state.args.source == "fan":
+            _label_fan(p, state, pp.image)  # of the finished image, as saved
 
     def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
         global _active_run
@@ -547,6 +638,11 @@ class Script(scripts.Script):
             _uninstall(state)
             p.denoising_strength = state.slider
             _active_run = None
+            if state.fan_copies and processed.images:
+                # After every image the host returns (and its grid, first): X/Y/Z and the
+                # batch tab take theirs by position from the start.
+                processed.images.extend(image for image, _ in state.fan_copies)
+                processed.infotexts.extend(info for _, info in state.fan_copies)
             # p, its sampler and the denoiser form a cycle: free the map and latents now, not at the next GC.
             p.__dict__.pop(STATE_ATTRIBUTE, None)
 

@@ -36,6 +36,7 @@ import pytest
 from PIL import Image
 
 from lib_differential_diffusion.args import API_KEYS, POSITIONAL_ORDER, SETTINGS, DifferentialDiffusionArgs
+from lib_differential_diffusion.fan import fan_map
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.maps import MAX_MAP_PIXELS, align_map, decode_map
 
@@ -290,6 +291,14 @@ def _inpaint_source_without_mask(rng, good):
     return Case("inpaint_source_without_mask", _dd(source="inpaint mask"), 422, "source")
 
 
+def _bad_fan(rng, good):
+    name, value = rng.choice(
+        [("fan_count", 1), ("fan_count", 17), ("fan_count", 2.5), ("fan_count", "4"), ("fan_count", True), ("fan_count", math.nan), ("fan_count", -3),
+         ("fan_layout", "diagonal"), ("fan_layout", ""), ("fan_layout", 3), ("fan_layout", None), ("fan_layout", "Vertical bands")]
+    )  # fmt: skip
+    return Case("bad_fan", _dd(source="fan", **{name: value}), 422, name, f"{name}={value!r}")
+
+
 def _list_for_dict(rng, good):
     args = rng.choice([[[1, 2]], [["map", good]], [[]], [[{"map": good}]]])
     return Case("list_for_dict", args, 422, "enabled", json.dumps(args)[:30])
@@ -343,6 +352,7 @@ KINDS = {
     "unknown_key": _unknown_key,
     "bad_source": _bad_source,
     "inpaint_source_without_mask": _inpaint_source_without_mask,
+    "bad_fan": _bad_fan,
     "list_for_dict": _list_for_dict,
     "string_for_dict": _string_for_dict,
     "bad_map_type": _bad_map_type,
@@ -380,6 +390,8 @@ def run_like_the_glue(args: list) -> np.ndarray | None:
     parsed = DifferentialDiffusionArgs.from_script_args(tuple(script_args))
     if not parsed.enabled:
         return None
+    if parsed.source == "fan":
+        return fan_map(parsed.fan_count * 4, parsed.fan_count * 3, parsed.fan_count, parsed.fan_layout)
     if parsed.source != "map":
         raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask")
     value = parsed.map.get("image") if isinstance(parsed.map, dict) else parsed.map
@@ -623,5 +635,5 @@ def test_callbacks_are_registered_only_at_import():
 
 
 def test_api_keys_and_positional_order_are_what_the_corpus_assumes():
-    assert API_KEYS == ("enabled", "map", "source", "invert", "gamma", "blur", "low", "high", "preserve")
-    assert POSITIONAL_ORDER[-1] == "map_folder" and len(UI_DEFAULTS) == 10
+    assert API_KEYS == ("enabled", "map", "source", "invert", "gamma", "blur", "low", "high", "preserve", "fan_count", "fan_layout")
+    assert POSITIONAL_ORDER[-3:] == ("map_folder", "fan_count", "fan_layout") and len(UI_DEFAULTS) == 12

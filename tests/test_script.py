@@ -30,14 +30,14 @@ import pytest
 import torch
 from PIL import Image
 
-from lib_differential_diffusion.args import API_KEYS, MAP_HASH_INFOTEXT_KEY, POSITIONAL_ORDER, SETTINGS, SETTINGS_BY_NAME
+from lib_differential_diffusion.args import API_KEYS, FAN_SETTING_NAMES, MAP_HASH_INFOTEXT_KEY, POSITIONAL_ORDER, SETTINGS, SETTINGS_BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "standin"
 SCRIPT_PATH = ROOT / "scripts" / "differential_diffusion.py"
 STANDIN_TOP_LEVEL = {"modules", "gradio", "fake_img2img"}
 SIZE = 64
-DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key} | {MAP_HASH_INFOTEXT_KEY}
+DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key and s.name not in FAN_SETTING_NAMES} | {MAP_HASH_INFOTEXT_KEY}  # a map run's
 
 
 # --- loading the script on the stand-in host -----------------------------------------
@@ -814,7 +814,9 @@ def test_schema_route_is_added_once_and_lists_every_setting(host):
         entry = schema["properties"][setting.name]
         if setting.minimum is not None:
             assert (entry["minimum"], entry["maximum"], entry["default"]) == (setting.minimum, setting.maximum, setting.default)
-    assert schema["properties"]["source"]["enum"] == ["map", "inpaint mask"]
+    assert schema["properties"]["source"]["enum"] == ["map", "inpaint mask", "fan"]
+    assert schema["properties"]["fan_count"]["type"] == "integer"
+    assert schema["properties"]["fan_layout"]["enum"] == ["vertical bands", "horizontal bands", "radial sectors"]
     assert_no_hook_errors(host)
 
 
@@ -969,7 +971,7 @@ def test_route_guard_refuses_malformed_entries_and_replays_good_bodies(host):
     guard_error = host.module._request_shape_error
     assert guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": "yes"}}).encode()).field == "args"
     assert guard_error(json.dumps({"alwayson_scripts": {"differential diffusion": {"args": {"map": "x"}}}}).encode()).field == "args"
-    assert "at most 10 values" in str(guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": [0] * 11}}}).encode()))
+    assert "at most 12 values" in str(guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": [0] * 13}}}).encode()))
     assert guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": [{"map": "x"}]}}}).encode()) is None
     assert guard_error(b"not json") is None and guard_error(json.dumps({"alwayson_scripts": {"Other": 5}}).encode()) is None
 

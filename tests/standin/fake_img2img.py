@@ -13,7 +13,8 @@ linear map over 8x8 blocks.
 Prompts are fixed 4-vectors in the host's conditioning containers (so
 prompt editing schedules exist); left out: text encoding, extra networks, face
 restoration, overlays and color correction, inpainting fill modes other than
-"original", the refiner, hires fix (img2img has none), saving.
+"original", the refiner, hires fix (img2img has none), grids; saving is
+recorded in ``images.saved``, not written.
 """
 
 from __future__ import annotations
@@ -366,6 +367,13 @@ class StableDiffusionProcessingImg2Img:
         self.all_seeds = [seed + i for i in range(batch_size * n_iter)]
         self.all_subseeds = list(self.all_seeds)
         self.all_prompts = [""] * (batch_size * n_iter)
+        self.prompt = ""
+        self.outpath_samples = "outputs/img2img-images"
+        self.do_not_save_samples = False
+
+    def save_samples(self) -> bool:
+        """Returns whether generated images need to be written to disk"""
+        return shared.opts.samples_save and not self.do_not_save_samples and (not shared.state.interrupted and not shared.state.skipped)
 
     def init(self, all_prompts, all_seeds, all_subseeds):
         import cv2  # the WebUI ships opencv; tests/standin/cv2_fallback where it is not installed
@@ -476,6 +484,7 @@ class Processed:
     images: list[Image.Image]
     latents: list[torch.Tensor] = field(default_factory=list)  # after post_sample, one per batch
     infotext_params: dict[str, Any] = field(default_factory=dict)
+    infotexts: list[str] = field(default_factory=list)  # one per image, like the host's
 
 
 def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
@@ -487,6 +496,7 @@ def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
         p.scripts.process(p)
 
     output_images: list[Image.Image] = []
+    infotexts: list[str] = []
     latents: list[torch.Tensor] = []
     with torch.no_grad():
         p.init(p.all_prompts, p.all_seeds, p.all_subseeds)
@@ -531,9 +541,13 @@ def process_images(p: StableDiffusionProcessingImg2Img) -> Processed:
                     pp = scripts.PostprocessImageArgs(image)
                     p.scripts.postprocess_image_after_composite(p, pp)
                     image = pp.image
+                text = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, None, p.iteration, i)
+                if p.save_samples():
+                    images.save_image(image, p.outpath_samples, "", p.seeds[i], p.prompts[i], shared.opts.samples_format, info=text, p=p)
+                infotexts.append(text)
                 output_images.append(image)
 
-    res = Processed(output_images, latents, dict(p.extra_generation_params))
+    res = Processed(output_images, latents, dict(p.extra_generation_params), infotexts)
     if p.scripts is not None:
         p.scripts.postprocess(p, res)
     return res

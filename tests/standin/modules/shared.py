@@ -79,6 +79,9 @@ opts = Options(
         "img2img_background_color": OptionInfo("#ffffff", "With img2img, fill transparent parts of the input image with this color."),
         "upscaler_for_img2img": OptionInfo(None, "Upscaler for img2img"),
         "img2img_extra_noise": OptionInfo(0.0, "Extra noise multiplier for img2img and hires fix"),
+        "samples_save": OptionInfo(True, "Always save all generated images"),
+        "samples_format": OptionInfo("png", "File format for images"),
+        "enable_pnginfo": OptionInfo(True, "Write infotext to metadata of the generated image"),
     }
 )
 
