@@ -95,27 +95,28 @@ def label_fan(
     box: tuple[int, int, int, int] | None = None,
     font: ImageFont.ImageFont | ImageFont.FreeTypeFont | None = None,
 ) -> Image.Image:
-    """A copy of ``image`` with the fan's seams drawn and each region labelled "#i  strength".
+    """A copy of ``image`` with the fan's seams drawn and each region labelled "#i" over its strength.
 
-    ``denoising_strengths``: per region, from ``fan_denoising_strengths``. ``box``: the part of the image the fan
-    covers (inpaint "only masked"), else all of it.
+    ``denoising_strengths``: per region, from ``fan_denoising_strengths``.
+    ``box``: the part of the image the fan covers (inpaint "only masked"), else all of it.
     """
     labelled = image.convert("RGB")
-    left, top, right, bottom = box if box is not None else (0, 0, labelled.width, labelled.height)
-    width, height = right - left, bottom - top
-    draw = ImageDraw.Draw(labelled, "RGBA")
+    box = box if box is not None else (0, 0, labelled.width, labelled.height)
+    region = labelled.crop(box)  # drawn on alone, so nothing spills out of the box
+    width, height = region.size
+    draw = ImageDraw.Draw(region, "RGBA")
     line = max(1, round(min(width, height) / 256))
     seam = (255, 255, 255, 160)
     if layout == "vertical bands":
         for i in range(1, count):
-            x = left + i * width / count
-            draw.line([(x, top), (x, bottom - 1)], fill=seam, width=line)
+            x = i * width / count
+            draw.line([(x, 0), (x, height - 1)], fill=seam, width=line)
     elif layout == "horizontal bands":
         for i in range(1, count):
-            y = top + i * height / count
-            draw.line([(left, y), (right - 1, y)], fill=seam, width=line)
+            y = i * height / count
+            draw.line([(0, y), (width - 1, y)], fill=seam, width=line)
     else:
-        centre = (left + width / 2.0, top + height / 2.0)
+        centre = (width / 2.0, height / 2.0)
         reach = math.hypot(width, height)
         for i in range(count):
             angle = i * 2.0 * math.pi / count
@@ -126,13 +127,14 @@ def label_fan(
         text = f"#{i + 1}\n{denoising_strengths[i]:.2f}"
         x0, y0, x1, y1 = draw.multiline_textbbox((0, 0), text, font=font, align="center")
         text_width, text_height = x1 - x0, y1 - y0
-        origin = (left + x - text_width / 2.0 - x0, top + y - text_height / 2.0 - y0)
+        origin = (x - text_width / 2.0 - x0, y - text_height / 2.0 - y0)
         pad = max(2, text_height // 6)
         draw.rectangle(
             [origin[0] + x0 - pad, origin[1] + y0 - pad, origin[0] + x1 + pad, origin[1] + y1 + pad],
             fill=(0, 0, 0, 150),
         )
         draw.multiline_text(origin, text, fill=(255, 255, 255, 255), font=font, align="center")
+    labelled.paste(region, box[:2])
     return labelled
 
 

@@ -537,7 +537,7 @@ class Script(scripts.Script):
             map_array = None
             if args.source == "map":
                 map_array = decode_map(_map_for_batch_image(source_paths, args.map_folder, _unwrap_image(args.map)))
-            elif getattr(p, "image_mask", None) is None:
+            elif args.source == "inpaint mask" and getattr(p, "image_mask", None) is None:
                 raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
         except DifferentialDiffusionError as error:
             _refuse(p, error)

@@ -1014,3 +1014,138 @@ def test_route_guard_refuses_malformed_entries_and_replays_good_bodies(host):
     refused = call(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": None}}}).encode())
     assert refused[0]["status"] == 422 and b"Differential Diffusion: args:" in refused[1]["body"]
     assert received == [good]
+
+
+# --- strength fan -------------------------------------------------------------------------------------
+
+
+def _saved_since(host: Host, start: int, suffix: str) -> list[dict]:
+    return [entry for entry in host.driver.images.saved[start:] if entry["suffix"] == suffix]
+
+
+def test_fan_is_the_same_map_drawn_for_you_plus_labelled_copies(host):
+    """A fan run is bit for bit the run of its map uploaded; each output gets a labelled copy,
+    returned after every image and saved beside it with suffix "-dd-fan"."""
+    count, settings = 5, dict(low=0.0, high=1.0)
+    saved_before = len(host.driver.images.saved)
+    p, fan = generate(host, api={"source": "fan", "fan_count": count, **settings}, batch_size=2, n_iter=2)
+    uploaded = host.module.fan_map(SIZE, SIZE, count, "vertical bands")
+    _, as_map = generate(host, api={"map": uploaded, **settings}, batch_size=2, n_iter=2)
+    assert len(fan.images) == 8 and len(fan.infotexts) == 8
+    for mine, theirs in zip(fan.latents, as_map.latents):
+        assert torch.equal(mine, theirs)
+    for index in range(4):
+        assert np.array_equal(pixels(fan.images[index]), pixels(as_map.images[index]))
+        copy = pixels(fan.images[4 + index])
+        assert copy.shape == pixels(fan.images[index]).shape and not np.array_equal(copy, pixels(fan.images[index]))
+        assert "DD source: fan" in fan.infotexts[4 + index] and "DD fan count: 5" in fan.infotexts[4 + index]
+        assert fan.images[4 + index].info["parameters"] == fan.infotexts[4 + index] == fan.infotexts[index]
+    # Region #1 has strength 0: kept, and with preserve it is the input's pixels exactly.
+    band = SIZE // count
+    assert np.array_equal(pixels(fan.images[0])[:, : band - 4], host_init_image(host, p)[:, : band - 4])
+    copies = _saved_since(host, saved_before, "-dd-fan")
+    assert [entry["seed"] for entry in copies] == [1, 2, 3, 4]
+    assert [entry["image"] for entry in copies] == fan.images[4:]
+    assert len(_saved_since(host, saved_before, "")) == 8  # 4 images per run, each run saving its own
+    assert_no_hook_errors(host)
+
+
+def test_fan_copies_are_not_saved_when_the_run_saves_nothing(host):
+    saved_before = len(host.driver.images.saved)
+    p = make_p(host, api={"source": "fan", "fan_count": 3, "fan_layout": "radial sectors"})
+    p.do_not_save_samples = True  # what the API does unless asked to save
+    processed = host.driver.process_images(p)
+    assert len(processed.images) == 2 and host.driver.images.saved[saved_before:] == []
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize("layout", ["vertical bands", "horizontal bands", "radial sectors"])
+def test_fan_layouts_release_each_region_by_its_strength(host, layout):
+    """Region #1 (strength 0) is kept exactly; each later region is released earlier (changes longer)."""
+    count = 4
+    p, processed = generate(host, api={"source": "fan", "fan_count": count, "fan_layout": layout}, denoising_strength=1.0, steps=12)
+    release = p.differential_diffusion_state_seen.engine.release[0, 0]
+    regions = torch.from_numpy(host.module.to_latent(host.module.fan_map(SIZE, SIZE, count, layout), release.shape)[0, 0].numpy())
+    # Latent pixels wholly inside one region (those on a seam average two).
+    pure = [torch.unique(release[(regions - value).abs() < 1e-6]) for value in np.linspace(0, 1, count)]
+    assert [len(values) for values in pure] == [1] * count and int(pure[0]) == host.module.NEVER
+    assert all(int(a) > int(b) for a, b in zip(pure, pure[1:])), pure
+    change = np.abs(pixels(processed.images[0]).astype(int) - host_init_image(host, p).astype(int)).max(axis=2)
+    first_region = host.module.fan_map(SIZE, SIZE, count, layout) == 0
+    assert (change[first_region] == 0).all() and change[~first_region].mean() > 10
+    assert_no_hook_errors(host)
+
+
+def test_fan_with_only_masked_covers_the_crop_and_labels_only_it(host):
+    init = photo(128, 128, seed=4)
+    image_mask = gray(np.pad(np.ones((48, 48)), 40))
+    p, processed = generate(host, api={"source": "fan", "fan_count": 3}, image_mask=image_mask, mask_blur=0, inpaint_full_res=True, init_images=[init])
+    left, top, width, height = p.paste_to
+    state = p.differential_diffusion_state_seen
+    full = state.pixel_strengths[(0, True)]  # over the whole init image, for preserve after the paste-back
+    outside = np.ones(full.shape, dtype=bool)
+    outside[top : top + height, left : left + width] = False
+    assert full.shape == (128, 128) and (full[outside] == 0).all() and full.max() == 1
+    result, copy = pixels(processed.images[0]), pixels(processed.images[1])
+    assert np.array_equal(copy[outside], result[outside]) and not np.array_equal(copy, result)
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize(
+    "api, field",
+    [({"source": "fan", "fan_count": 2.5}, "fan_count"), ({"source": "fan", "fan_count": 40}, "fan_count"), ({"source": "fan", "fan_layout": "spiral"}, "fan_layout")],
+)
+def test_bad_fan_arguments_fail_the_generation_with_422(host, api, field):
+    with pytest.raises(ValueError) as caught:
+        generate(host, api=api)
+    assert str(caught.value).startswith(f"Differential Diffusion: {field}: ") and caught.value.status_code == 422
+    assert host.module._active_run is None
+    assert_no_hook_errors(host)
+
+
+def _block(host: Host, elem_id: str):
+    return next(block for block in _blocks_under(host.controls[0].accordion) if block.elem_id == elem_id)
+
+
+def test_fan_controls_show_for_the_fan_source_only(host):
+    group = _block(host, "differential_diffusion_fan_group")
+    assert group.visible is False
+    source = host.components["source"]
+    (event, handler), = [(event, handler) for event, handler in source.events if handler["outputs"] == [group]]
+    assert event == "change" and handler["inputs"] == [source]
+    assert handler["fn"]("fan") == {"__type__": "update", "visible": True}
+    assert handler["fn"]("map") == {"__type__": "update", "visible": False}
+
+
+def test_apply_button_sets_the_region_s_strength_and_turns_the_panel_off(host):
+    button = _block(host, "differential_diffusion_fan_apply")
+    (event, handler), = button.events
+    denoising = host.host_inputs["img2img_denoising_strength"]
+    assert event == "click" and handler["outputs"][:2] == [denoising, host.components["enabled"]]
+    assert handler["inputs"][:2] == [_block(host, "differential_diffusion_fan_region"), denoising]
+    names = ("fan_count", "fan_layout", "invert", "gamma", "low", "high")
+    assert handler["inputs"][2:] == [host.components[name] for name in names]
+    # 5 regions from 0.2 to 1.0 at slider 0.5: 0.1, 0.2, 0.3, 0.4, 0.5; the labels show the same numbers.
+    strength, enabled, note = handler["fn"](3, 0.5, 5, "vertical bands", False, 1.0, 0.2, 1.0)
+    assert strength == {"__type__": "update", "value": 0.3} and enabled == {"__type__": "update", "value": False}
+    assert "0.30" in note and "#3" in note
+    assert host.module.fan_denoising_strengths(5, host.module.DifferentialDiffusionArgs(low=0.2).map_options(), 0.5)[2] == 0.3
+    strength, _, _ = handler["fn"](1, 0.5, 5, "vertical bands", True, 1.0, 0.2, 1.0)  # inverted: region #1 is white
+    assert strength["value"] == 0.5
+    for region in (0, 6, 2.5, None):
+        strength, enabled, note = handler["fn"](region, 0.5, 5, "vertical bands", False, 1.0, 0.2, 1.0)
+        assert strength == enabled == {"__type__": "update"} and "Differential Diffusion: fan region: " in note
+    strength, _, note = handler["fn"](1, 0.5, 5, "vertical bands", False, 1.0, 0.9, 0.2)
+    assert strength == {"__type__": "update"} and "Differential Diffusion: low: " in note
+
+
+def test_preview_shows_a_fan_without_any_upload(host):
+    _, events = _preview_handler(host)
+    handler = events[0][1]
+    values = dict(zip(POSITIONAL_ORDER[1:], [component.value for component in host.controls[1:]]))
+    values.update(map=None, source="fan", fan_count=4, fan_layout="horizontal bands")
+    image, error = handler["fn"](photo(), 64, 64, 10, 0.75, 0, *values.values())
+    assert error == "" and isinstance(image, Image.Image)
+    values.update(source="inpaint mask")
+    image, error = handler["fn"](photo(), 64, 64, 10, 0.75, 0, *values.values())
+    assert image is None and "Differential Diffusion: source: " in error
