@@ -141,9 +141,9 @@ def label_fan(
 def fan_label_font_size(width: int, height: int, count: int, layout: str) -> int:
     """A font size that fits a label in its region: bands get narrow as ``count`` grows."""
     if layout == "vertical bands":
-        room = min(width / count / 3.0, height / 8.0)
+        room = min(width / count / 4.5, height / 10.0)
     elif layout == "horizontal bands":
-        room = min(height / count / 2.6, width / 8.0)
+        room = min(height / count / 3.5, width / 12.0)
     else:
-        room = min(width, height) / max(8.0, count * 1.2)
-    return int(max(8, min(48, room)))
+        room = min(width, height) / (count * 1.5 + 10.0)
+    return int(max(8, min(40, room)))
