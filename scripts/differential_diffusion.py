@@ -73,6 +73,16 @@ class ArgumentsRefused(DifferentialDiffusionError):
 
 
 @dataclass
+class FanCopy:
+    """A fan output's labelled copy, with what saving it needs (p's seeds move on per batch)."""
+
+    image: Image.Image
+    infotext: str
+    seed: int
+    prompt: str
+
+
+@dataclass
 class RunState:
     """What one generation (one ``p``) needs between hooks."""
 
@@ -86,7 +96,7 @@ class RunState:
     wrapped_denoiser: Any = None
     inpaint_mask: Any = None  # the processed mask (None: no mask), once computed; see _pixel_strengths
     inpaint_mask_ready: bool = False
-    fan_copies: list[tuple[Image.Image, str]] = field(default_factory=list)  # source "fan": labelled copies and their infotexts
+    fan_copies: list[FanCopy] = field(default_factory=list)  # source "fan": one per output image
 
 
 # --- hooking the sampler --------------------------------------------------------
@@ -232,7 +242,7 @@ def _fan_over(size: tuple[int, int], args: DifferentialDiffusionArgs, box: tuple
 
 
 def _label_fan(p: Any, state: RunState, image: Image.Image) -> None:
-    """Keep a labelled copy of this output (saved like the image, with suffix "-dd-fan")."""
+    """Keep a labelled copy of this output (returned and saved after the run's images)."""
     args = state.args
     box = _crop_region(p)
     left, top, right, bottom = box if box is not None else (0, 0, image.width, image.height)
@@ -243,9 +253,15 @@ def _label_fan(p: Any, state: RunState, image: Image.Image) -> None:
     info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, None, getattr(p, "iteration", 0), index)
     if shared.opts.enable_pnginfo:
         labelled.info["parameters"] = info
-    if p.save_samples():
-        images.save_image(labelled, p.outpath_samples, "", p.seeds[index], p.prompts[index], shared.opts.samples_format, info=info, p=p, suffix="-dd-fan")
-    state.fan_copies.append((labelled, info))
+    state.fan_copies.append(FanCopy(labelled, info, p.seeds[index], p.prompts[index]))
+
+
+def _save_fan_copies(p: Any, copies: list[FanCopy]) -> None:
+    """Saved once the run's images are, so each copy numbers after its image, like the host's masks."""
+    if not p.save_samples():
+        return
+    for copy in copies:
+        images.save_image(copy.image, p.outpath_samples, "", copy.seed, copy.prompt, shared.opts.samples_format, info=copy.infotext, p=p, suffix="-dd-fan")
 
 
 def _kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
@@ -641,8 +657,9 @@ class Script(scripts.Script):
             if state.fan_copies and processed.images:
                 # After every image the host returns (and its grid, first): X/Y/Z and the
                 # batch tab take theirs by position from the start.
-                processed.images.extend(image for image, _ in state.fan_copies)
-                processed.infotexts.extend(info for _, info in state.fan_copies)
+                processed.images.extend(copy.image for copy in state.fan_copies)
+                processed.infotexts.extend(copy.infotext for copy in state.fan_copies)
+                _save_fan_copies(p, state.fan_copies)
             # p, its sampler and the denoiser form a cycle: free the map and latents now, not at the next GC.
             p.__dict__.pop(STATE_ATTRIBUTE, None)
 

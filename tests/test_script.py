@@ -1045,6 +1045,8 @@ def test_fan_is_the_same_map_drawn_for_you_plus_labelled_copies(host):
     assert np.array_equal(pixels(fan.images[0])[:, : band - 4], host_init_image(host, p)[:, : band - 4])
     copies = _saved_since(host, saved_before, "-dd-fan")
     assert [entry["seed"] for entry in copies] == [1, 2, 3, 4]
+    suffixes = [entry["suffix"] for entry in host.driver.images.saved[saved_before:]]
+    assert suffixes[:8] == ["", "", "", "", "-dd-fan", "-dd-fan", "-dd-fan", "-dd-fan"]  # copies number after their images
     assert [entry["image"] for entry in copies] == fan.images[4:]
     assert len(_saved_since(host, saved_before, "")) == 8  # 4 images per run, each run saving its own
     assert_no_hook_errors(host)
