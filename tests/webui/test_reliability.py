@@ -26,6 +26,7 @@ import pytest
 import requests
 from PIL import Image, PngImagePlugin
 
+from lib_differential_diffusion.args import SETTINGS
 from test_hostile_inputs import Case, b64, hostile_corpus, png_bomb
 from webui import host as _host
 from webui.host import (SCRIPT_TITLE, ServerSpec, decode_images, images_equal, img2img_payload, make_init_image,
@@ -259,7 +260,7 @@ def host_level_cases() -> list[tuple[str, object, int, bool]]:
     """Request shapes the WebUI would answer or drop before the script runs (modules/api/api.py
     init_script_args): the extension's route guard refuses those naming "args"; the last two
     are the WebUI's own refusals. (name, alwayson_scripts, status, answered by the extension)"""
-    too_many = [True, None, "map", False, 1.0, 0.0, 0.0, 1.0, True, "", "extra"]
+    too_many = [True, None, *(setting.default for setting in SETTINGS[2:]), "extra"]  # every field, then one more
     return [
         ("args_is_dict", {DD: {"args": {"map": HALVES_B64}}}, 422, True),
         ("args_is_null", {DD: {"args": None}}, 422, True),
