@@ -1151,3 +1151,23 @@ def test_preview_shows_a_fan_without_any_upload(host):
     values.update(source="inpaint mask")
     image, error = handler["fn"](photo(), 64, 64, 10, 0.75, 0, *values.values())
     assert image is None and "Differential Diffusion: source: " in error
+
+
+def test_fan_in_the_batch_tab_gives_each_input_its_own_copy(host, tmp_path):
+    """The batch tab reuses one p for every input file: each run returns its image and one copy, nothing carried over."""
+    from modules import img2img
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for seed, name in ((1, "a.png"), (2, "b.png"), (3, "c.png")):
+        photo(seed=seed).save(inputs / name)
+    img2img.process_images = host.driver.process_images
+    p = make_p(host, ui_values(map=None, source="fan", fan_count=2))
+    results = img2img.process_batch(p, str(inputs), "", "", p.script_args)
+    assert [len(result.images) for result in results] == [2, 2, 2]
+    for result, name in zip(results, ("a.png", "b.png", "c.png")):
+        init = np.asarray(Image.open(inputs / name).convert("RGB"))
+        generated, copy = pixels(result.images[0]), pixels(result.images[1])
+        assert np.array_equal(generated[:, : SIZE // 2 - 6], init[:, : SIZE // 2 - 6])  # region #1 of this input kept
+        assert np.array_equal(copy[:8, : SIZE // 2 - 6], generated[:8, : SIZE // 2 - 6])  # the copy is of this image
+    assert_no_hook_errors(host)
