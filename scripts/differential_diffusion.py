@@ -826,6 +826,12 @@ class _ArgsShapeGuard:
         await self.app(scope, replay, send)
 
 
+def _callback_counts() -> dict[str, int]:
+    """Registered WebUI callbacks per category (all extensions'): the real-host tests check
+    that generations never add any."""
+    return {category: len(callbacks) for category, callbacks in getattr(script_callbacks, "callback_map", {}).items()}
+
+
 def _on_app_started(_demo: Any, app: Any) -> None:
     for route in app.routes:
         if getattr(route, "path", None) in GUARDED_API_PATHS and not isinstance(getattr(route, "app", None), _ArgsShapeGuard):
@@ -833,6 +839,7 @@ def _on_app_started(_demo: Any, app: Any) -> None:
     routes = {"/differential-diffusion/v1/schema": schema}
     if TEST_HOOKS:
         routes["/differential-diffusion/v1/test/last-run"] = lambda: dict(_last_run_report)
+        routes["/differential-diffusion/v1/test/callbacks"] = _callback_counts
     present = {getattr(route, "path", None) for route in app.routes}
     for path, endpoint in routes.items():
         if path not in present:

@@ -827,8 +827,11 @@ def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
     monkeypatch.setattr(host.module, "TEST_HOOKS", True)
     host.module._on_app_started(None, app)
     host.module._on_app_started(None, app)
-    assert [route.path for route in app.routes] == ["/differential-diffusion/v1/schema", "/differential-diffusion/v1/test/last-run"]
+    assert [route.path for route in app.routes] == ["/differential-diffusion/v1/schema", "/differential-diffusion/v1/test/last-run", "/differential-diffusion/v1/test/callbacks"]
+    counts_before = app.routes[2].endpoint()
+    assert counts_before["callbacks_app_started"] >= 1 and counts_before == {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()}
     p, _ = generate(host, ui_values(map=columns(0, 1)), sampler_name="Heun")
+    assert app.routes[2].endpoint() == counts_before  # a generation registers nothing
     report = json.loads(json.dumps(app.routes[1].endpoint()))
     engine = p.differential_diffusion_state_seen.engine
     assert report["sampler"] == "Heun" and report["active"] is True

@@ -145,6 +145,7 @@ def api_surface(server) -> dict:
         "routes": paths,
         "options": options,
         "xyz_axes": xyz_choices(server),
+        "callbacks": server.get("/differential-diffusion/v1/test/callbacks").json(),  # per category, every extension's
     }
 
 
@@ -686,7 +687,8 @@ def test_fifty_generations_keep_memory_and_registrations_flat(sd1_server):
                    f"{after_10['threads']}/{after_50['threads']}; child processes {children_before} -> {children_after}")
     FIGURES.append(f"registrations: {len(surface_after['script_info'])} script-info entries, "
                    f"{len(surface_after['routes'])} routes, {len(surface_after['options'])} options, "
-                   f"img2img scripts {len(surface_after['scripts']['img2img'])}, X/Y/Z axes {len(surface_after['xyz_axes'])} "
+                   f"img2img scripts {len(surface_after['scripts']['img2img'])}, X/Y/Z axes {len(surface_after['xyz_axes'])}, "
+                   f"WebUI callbacks {sum(surface_after['callbacks'].values())} "
                    f"— unchanged: {surface_before == surface_after}")
     assert after_50["rss_mb"] - after_10["rss_mb"] < 50, (before, after_10, after_50)
     assert after_50["threads"] <= before["threads"] + 2, (before, after_50)
