@@ -13,6 +13,7 @@
 
 const path = require('path');
 const fs = require('fs');
+const { launchLoopbackOnly, runAndReport } = require('./browser_common');
 
 const cfg = JSON.parse(process.argv[2] || '{}');
 const pw = require(cfg.playwrightCore || 'playwright-core');
@@ -26,52 +27,10 @@ const result = {
 };
 const step = (s) => { result.steps.push(`${new Date().toISOString()} ${s}`); };
 
-function isLoopback(u) {
-  try {
-    const { protocol, hostname } = new URL(u);
-    if (protocol === 'data:' || protocol === 'blob:' || protocol === 'about:') return true;
-    return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(hostname);
-  } catch (e) { return false; }
-}
-
 async function main() {
   fs.mkdirSync(cfg.outDir, { recursive: true });
-  const ctx = await pw.chromium.launchPersistentContext(cfg.userDataDir, {
-    executablePath: cfg.chromium,
-    headless: true,
-    viewport: { width: 1400, height: 1000 },
-    timeout,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-dev-shm-usage', '--disable-features=Translate,OptimizationHints,MediaRouter',
-      // name resolution for anything but loopback fails inside the browser
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
-    ],
-  });
+  const { ctx, page } = await launchLoopbackOnly(pw, cfg, result, { viewport: { width: 1400, height: 1000 }, timeout });
   try {
-    await ctx.route('**/*', (route) => {
-      const u = route.request().url();
-      if (isLoopback(u)) return route.continue();
-      result.blockedRequests.push(u);
-      return route.abort('blockedbyclient');
-    });
-    const page = ctx.pages()[0] || await ctx.newPage();
-    page.setDefaultTimeout(timeout);
-    page.on('console', (m) => {
-      const loc = m.location ? m.location() : {};
-      const entry = { type: m.type(), text: m.text(), url: (loc && loc.url) || '' };
-      if (m.type() === 'error') result.consoleErrors.push(entry);
-      else if (m.type() === 'warning') result.consoleWarnings.push(entry);
-    });
-    page.on('pageerror', (e) => result.pageErrors.push({ text: String(e && (e.stack || e.message) || e) }));
-    page.on('requestfailed', (r) => {
-      if (isLoopback(r.url())) result.failedRequests.push({ url: r.url(), error: (r.failure() || {}).errorText });
-    });
-    page.on('response', (r) => {
-      if (r.status() >= 400) result.failedRequests.push({ url: r.url(), status: r.status() });
-    });
-
     step(`goto ${cfg.url}`);
     await page.goto(cfg.url, { waitUntil: 'domcontentloaded', timeout });
     // A1111 is ready when its top tab bar exists (gradio builds the page in JS).
@@ -137,15 +96,4 @@ async function main() {
   }
 }
 
-const killer = setTimeout(() => {
-  result.error = result.error || `browser_check.js overall timeout`;
-  process.stdout.write(JSON.stringify(result) + '\n');
-  process.exit(3);
-}, (cfg.totalTimeoutMs || 4 * timeout));
-
-main().catch((e) => { result.error = String(e && (e.stack || e.message) || e); })
-  .finally(() => {
-    clearTimeout(killer);
-    process.stdout.write(JSON.stringify(result) + '\n');
-    process.exit(result.ok ? 0 : 2);
-  });
+runAndReport(main, result, cfg.totalTimeoutMs || 4 * timeout, 'browser_check.js');

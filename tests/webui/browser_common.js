@@ -1,0 +1,69 @@
+// What the browser scripts (browser_check.js, browser_panel.js) share: a headless system
+// Chromium (npm playwright-core, no browser download) that may reach 127.0.0.1/localhost only,
+// recording console errors, page errors and failed or blocked requests into `result`; and the
+// run wrapper that prints `result` as one JSON line whatever happens.
+'use strict';
+
+function isLoopback(u) {
+  try {
+    const { protocol, hostname } = new URL(u);
+    if (protocol === 'data:' || protocol === 'blob:' || protocol === 'about:') return true;
+    return ['127.0.0.1', 'localhost', '[::1]', '::1'].includes(hostname);
+  } catch (e) { return false; }
+}
+
+// -> { ctx, page }. Every request that does not go to loopback is aborted and recorded.
+async function launchLoopbackOnly(pw, cfg, result, { viewport, timeout }) {
+  const ctx = await pw.chromium.launchPersistentContext(cfg.userDataDir, {
+    executablePath: cfg.chromium,
+    headless: true,
+    viewport,
+    timeout,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-dev-shm-usage', '--disable-features=Translate,OptimizationHints,MediaRouter',
+      // name resolution for anything but loopback fails inside the browser
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
+    ],
+  });
+  await ctx.route('**/*', (route) => {
+    const u = route.request().url();
+    if (isLoopback(u)) return route.continue();
+    result.blockedRequests.push(u);
+    return route.abort('blockedbyclient');
+  });
+  const page = ctx.pages()[0] || await ctx.newPage();
+  page.setDefaultTimeout(timeout);
+  page.on('console', (m) => {
+    const loc = m.location ? m.location() : {};
+    const entry = { type: m.type(), text: m.text(), url: (loc && loc.url) || '' };
+    if (m.type() === 'error') result.consoleErrors.push(entry);
+    else if (m.type() === 'warning') result.consoleWarnings.push(entry);
+  });
+  page.on('pageerror', (e) => result.pageErrors.push({ text: String(e && (e.stack || e.message) || e) }));
+  page.on('requestfailed', (r) => {
+    if (isLoopback(r.url())) result.failedRequests.push({ url: r.url(), error: (r.failure() || {}).errorText });
+  });
+  page.on('response', (r) => {
+    if (r.status() >= 400) result.failedRequests.push({ url: r.url(), status: r.status() });
+  });
+  return { ctx, page };
+}
+
+// Runs main(), then prints result as one JSON line and exits: 0 ok, 2 failed, 3 overall timeout.
+function runAndReport(main, result, totalTimeoutMs, name) {
+  const killer = setTimeout(() => {
+    result.error = result.error || `${name} overall timeout`;
+    process.stdout.write(JSON.stringify(result) + '\n');
+    process.exit(3);
+  }, totalTimeoutMs);
+  main().catch((e) => { result.error = String(e && (e.stack || e.message) || e); })
+    .finally(() => {
+      clearTimeout(killer);
+      process.stdout.write(JSON.stringify(result) + '\n');
+      process.exit(result.ok ? 0 : 2);
+    });
+}
+
+module.exports = { isLoopback, launchLoopbackOnly, runAndReport };
