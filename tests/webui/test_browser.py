@@ -73,6 +73,17 @@ def _mentions_extension(*texts):
     return any(h in blob for h in EXTENSION_HINTS)
 
 
+
+def run_browser_script(node: str, script: Path, cfg: dict, timeout_s: float) -> tuple[dict, str]:
+    """Run one of the browser scripts (browser_common.js's runAndReport): its JSON result and stderr."""
+    try:
+        proc = subprocess.run([node, str(script), json.dumps(cfg)], capture_output=True, text=True, timeout=timeout_s, cwd=str(HERE))
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{script.name} timed out; stderr: {(e.stderr or '')[-2000:]}")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no result from {script.name} (rc {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1]), proc.stderr
+
 def test_img2img_panel_in_browser(browser_tools, ui_server, tmp_path):
     node, chromium, pwc = browser_tools
     out_dir = tmp_path / "screens"
@@ -87,14 +98,7 @@ def test_img2img_panel_in_browser(browser_tools, ui_server, tmp_path):
         "timeoutMs": 120_000,
         "totalTimeoutMs": 400_000,
     }
-    try:
-        proc = subprocess.run([node, str(CHECK_JS), json.dumps(cfg)], capture_output=True, text=True,
-                              timeout=450, cwd=str(HERE))
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"browser_check.js timed out; stderr: {(e.stderr or '')[-2000:]}")
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-    assert lines, f"no result from browser_check.js (rc {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
-    res = json.loads(lines[-1])
+    res, stderr = run_browser_script(node, CHECK_JS, cfg, timeout_s=450)
 
     for name, p in res.get("screenshots", {}).items():
         print(f"screenshot {name}: {p}")
@@ -104,7 +108,7 @@ def test_img2img_panel_in_browser(browser_tools, ui_server, tmp_path):
         if res.get(kind):
             print(f"{kind}: {json.dumps(res[kind], indent=1)[:3000]}")
 
-    assert res.get("ok"), f"browser run failed: {res.get('error')}\nsteps: {res.get('steps')}\nstderr: {proc.stderr[-2000:]}"
+    assert res.get("ok"), f"browser run failed: {res.get('error')}\nsteps: {res.get('steps')}\nstderr: {stderr[-2000:]}"
     panel = res.get("panel") or {}
     assert panel.get("foundById") or panel.get("foundByText"), f"no {SCRIPT_TITLE!r} panel in the img2img tab: {panel}"
     assert panel.get("inScriptContainer"), f"panel not inside #img2img_script_container: {panel}"

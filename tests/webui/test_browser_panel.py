@@ -19,7 +19,6 @@ Tools as for test_browser.py (node, Debian chromium, npm playwright-core; missin
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import pytest
 from PIL import Image
 
 from webui.host import ARTIFACTS, MEASUREMENTS, PROJECT_ROOT, SCRIPT_TITLE, make_init_image
-from webui.test_browser import _mentions_extension, browser_tools  # noqa: F401  (fixture)
+from webui.test_browser import _mentions_extension, browser_tools, run_browser_script  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.webui, pytest.mark.browser]
 
@@ -81,14 +80,7 @@ def test_panel_preview_and_generate_in_browser(browser_tools, ui_server, tmp_pat
         "fanCount": FAN_COUNT, "fanLayout": "vertical bands", "fanRegion": FAN_REGION,
         "timeoutMs": 120_000, "generateTimeoutMs": 240_000, "totalTimeoutMs": 720_000,
     }
-    try:
-        proc = subprocess.run([node, str(PANEL_JS), json.dumps(cfg)], capture_output=True, text=True,
-                              timeout=780, cwd=str(HERE))
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"browser_panel.js timed out; stderr: {(e.stderr or '')[-2000:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"no result from browser_panel.js (rc {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
-    res = json.loads(lines[-1])
+    res, stderr = run_browser_script(node, PANEL_JS, cfg, timeout_s=780)
     print("steps:", json.dumps(res.get("steps"), indent=1))
     print("fan:", json.dumps(res.get("fan"), indent=1)[:6000])
     for kind in ("consoleErrors", "pageErrors", "failedRequests", "blockedRequests"):
@@ -96,7 +88,7 @@ def test_panel_preview_and_generate_in_browser(browser_tools, ui_server, tmp_pat
             print(f"{kind}: {json.dumps(res[kind], indent=1)[:3000]}")
 
     assert res.get("ok"), (f"browser run failed (map flow done: {res.get('mapFlowOk')}): {res.get('error')}\nsteps: {res.get('steps')}\n"
-                           f"fan: {json.dumps(res.get('fan'))[:3000]}\nstderr: {proc.stderr[-2000:]}")
+                           f"fan: {json.dumps(res.get('fan'))[:3000]}\nstderr: {stderr[-2000:]}")
     assert res["panelOpen"], "the panel did not open"
     assert res["enabledChecked"] is True, "opening the panel did not enable it"
     preview = res["preview"] or {}
