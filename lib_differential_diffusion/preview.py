@@ -34,7 +34,8 @@ def preview_image(
     frames: int = 6,
     tile: int = 160,
 ) -> Image.Image:
-    """A strip: the map over the image, then the released region at a few steps (white = changing)."""
+    """A strip: the map over the image, each pixel's denoising strength (strength x slider,
+    white = 1), then the released region at a few steps (white = changing)."""
     full_height, full_width = strengths.shape
     scale = min(1.0, tile / max(full_height, full_width))
     size = (max(1, round(full_width * scale)), max(1, round(full_height * scale)))
@@ -50,7 +51,8 @@ def preview_image(
     tint[..., 0] = 255.0
     alpha = (np.clip(strengths, 0.0, 1.0) * 0.6)[..., None]
     overlay = np.asarray(base, dtype=np.float32) * (1 - alpha) + tint * alpha
-    panels = [("map over image", Image.fromarray(overlay.astype(np.uint8)))]
+    effective = np.clip(np.rint(strengths * strength * 255.0), 0, 255).astype(np.uint8)
+    panels = [("map over image", Image.fromarray(overlay.astype(np.uint8))), ("strength", Image.fromarray(effective).convert("RGB"))]
     for step in shown_steps:
         released = (release <= step) & (release != NEVER)
         panels.append((f"step {step + 1}/{run_steps}", Image.fromarray((released * 255).astype(np.uint8)).convert("RGB")))

@@ -417,9 +417,7 @@ class Script(scripts.Script):
                 "input until their strength is due.",
                 elem_classes=[f"{ELEM_PREFIX}-hint"],
             )
-            with gr.Row():
-                change_map = gr.Image(label=SETTINGS_BY_NAME["map"].label, type="pil", image_mode="RGBA", source="upload", elem_id=f"{ELEM_PREFIX}_map")
-                preview = gr.Image(label="Preview: map over the image, then released regions step by step", interactive=False, elem_id=f"{ELEM_PREFIX}_preview")
+            change_map = gr.Image(label=SETTINGS_BY_NAME["map"].label, type="pil", image_mode="RGBA", source="upload", elem_id=f"{ELEM_PREFIX}_map")
             with gr.Row():
                 source = gr.Radio(label=SETTINGS_BY_NAME["source"].label, choices=list(SETTINGS_BY_NAME["source"].choices), value="map", elem_id=SETTINGS_BY_NAME["source"].elem_id)
                 invert = gr.Checkbox(label=SETTINGS_BY_NAME["invert"].label, value=defaults["invert"], elem_id=SETTINGS_BY_NAME["invert"].elem_id)
@@ -460,6 +458,8 @@ class Script(scripts.Script):
             map_folder = gr.Textbox(label=SETTINGS_BY_NAME["map_folder"].label, value="", placeholder="optional: a folder of maps named like the batch's input images", elem_id=SETTINGS_BY_NAME["map_folder"].elem_id)
             preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
             preview_error = gr.HTML(elem_id=f"{ELEM_PREFIX}_preview_error")
+            # Full width: the strip is about 8 tiles wide.
+            preview = gr.Image(label="Preview: map over the image, strengths, then released regions step by step", interactive=False, height=200, elem_id=f"{ELEM_PREFIX}_preview")
 
         components = {
             "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve,
