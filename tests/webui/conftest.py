@@ -150,6 +150,7 @@ def pytest_terminal_summary(terminalreporter):
         srv = _MANAGER.servers.get(s["key"])
         tr.write_line(f"{s['key']}: {'ok' if s['ok'] else 'FAILED'}; API after {s['ready_s'] or 0:.1f}s, "
                       f"warmed up after {s['warm_s'] or 0:.1f}s (total {s['total_s']:.1f}s); "
+                      + (f"{s['nan_restarts']} start(s) with NaN samples thrown away; " if s.get("nan_restarts") else "") +
                       f"log {srv.log_path if srv else '?'}")
     alive = [srv for srv in _MANAGER.servers.values() if srv.alive]
     if alive:

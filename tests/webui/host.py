@@ -42,6 +42,12 @@ SCRIPT_TITLE = "Differential Diffusion"
 
 DEFAULT_START_TIMEOUT = float(os.environ.get("SD_WEBUI_START_TIMEOUT", "300"))
 DEFAULT_REQUEST_TIMEOUT = 300.0
+# The fixtures hold no text-encoder weights and the WebUI turns torch's initializers off while
+# it builds a model, so the text encoder starts as uninitialized memory: now and then (a few
+# server starts in a hundred) that holds NaNs, every sample is NaN and every changed pixel black
+# (numpy warns when the host casts them). Such a start is thrown away.
+NAN_SAMPLES_WARNING = "invalid value encountered in cast"
+NAN_START_TRIES = 3
 
 LOG_TAIL_LINES = 80
 
@@ -149,6 +155,7 @@ class WebUIServer:
         self.ready_s: float | None = None      # start -> API answering
         self.warm_s: float | None = None       # start -> warm-up generation done
         self.models: list[dict] = []
+        self.nan_restarts = 0                  # starts thrown away for NaN samples in the warm-up
         self._log_start = 0                    # log offsets of the latest start / its warm-up end
         self._log_warm = 0
 
@@ -252,6 +259,28 @@ class WebUIServer:
         return env
 
     def start(self, timeout: float = DEFAULT_START_TIMEOUT):
+        """Start and warm up; a start whose warm-up decoded NaN samples is thrown away (see
+        NAN_SAMPLES_WARNING) and the server started again, up to NAN_START_TRIES times."""
+        for attempt in range(NAN_START_TRIES):
+            self._start_once(timeout)
+            if not self.nan_samples_since_start():
+                return self
+            self.nan_restarts += 1
+            with open(self.log_path, "ab") as log:
+                log.write(f"\n=== harness: NaN samples in the warm-up ({NAN_SAMPLES_WARNING!r}): restarting\n".encode())
+            self.stop()
+        raise ServerError(f"WebUI ({self.spec.key}) decoded NaN samples after {NAN_START_TRIES} starts; log {self.log_path}")
+
+    def nan_samples_since_start(self) -> bool:
+        """Whether this start's log shows the host casting NaN samples to pixels (black images)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return NAN_SAMPLES_WARNING.encode() in log.read()
+        except OSError:
+            return False
+
+    def _start_once(self, timeout: float):
         if self.alive:
             return self
         self._prepare_data_dir()
@@ -440,7 +469,7 @@ class ServerManager:
                     raise
                 finally:
                     self.starts.append({"key": spec.key, "ok": srv.alive, "ready_s": srv.ready_s,
-                                        "warm_s": srv.warm_s, "total_s": time.monotonic() - t0})
+                                        "warm_s": srv.warm_s, "total_s": time.monotonic() - t0, "nan_restarts": srv.nan_restarts})
             return srv
 
     def ensure(self, specs: Sequence[ServerSpec]) -> list[WebUIServer]:

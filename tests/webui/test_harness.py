@@ -66,3 +66,26 @@ def test_sdxl_refiner_img2img_is_deterministic(sdxl_server):
         assert float(params.get("Refiner switch at")) == 0.5, params
     assert images_equal(runs[0], runs[1]), f"max diff {max_change(runs[0], runs[1])}"
     assert 10 < mean_change(make_init_image(64, 64), runs[1]) < 150
+
+
+def test_a_start_with_nan_samples_is_thrown_away(webui_host, tmp_path, monkeypatch):
+    """The start loop itself, with the process part replaced: two starts whose warm-up logs the
+    NaN cast warning are stopped and redone; the third is kept. Real NaN starts are rare."""
+    from webui.host import NAN_SAMPLES_WARNING, ServerSpec, WebUIServer
+
+    server = WebUIServer(webui_host, ServerSpec("nan_probe", "sd1_graded"), tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    starts, stops = [], []
+
+    def start_once(timeout):
+        with open(server.log_path, "ab") as log:
+            server._log_start = log.tell()
+            warm_up = f"processing.py:1035: RuntimeWarning: {NAN_SAMPLES_WARNING}\n" if len(starts) < 2 else "warm-up ok\n"
+            log.write(f"=== start {len(starts)}\n{warm_up}".encode())
+        starts.append(timeout)
+
+    monkeypatch.setattr(server, "_start_once", start_once)
+    monkeypatch.setattr(server, "stop", lambda *a, **k: stops.append(1))
+    assert server.start(timeout=5) is server
+    assert (len(starts), len(stops), server.nan_restarts) == (3, 2, 2)
+    assert not server.nan_samples_since_start() and NAN_SAMPLES_WARNING in server.log_text()
