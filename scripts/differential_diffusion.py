@@ -97,6 +97,7 @@ class RunState:
     inpaint_mask: Any = None  # the processed mask (None: no mask), once computed; see _pixel_strengths
     inpaint_mask_ready: bool = False
     fan_copies: list[FanCopy] = field(default_factory=list)  # source "fan": one per output image
+    fan_labels: tuple[list[float], Any] | None = None  # the fan's strengths and font, the same for every image of the run
 
 
 # --- hooking the sampler --------------------------------------------------------
@@ -245,10 +246,12 @@ def _label_fan(p: Any, state: RunState, image: Image.Image) -> None:
     """Keep a labelled copy of this output (returned and saved after the run's images)."""
     args = state.args
     box = _crop_region(p)
-    left, top, right, bottom = box if box is not None else (0, 0, image.width, image.height)
-    font_size = fan_label_font_size(right - left, bottom - top, args.fan_count, args.fan_layout)
-    strengths = fan_denoising_strengths(args.fan_count, args.map_options(), state.slider)
-    labelled = label_fan(image, count=args.fan_count, layout=args.fan_layout, denoising_strengths=strengths, box=box, font=images.get_font(font_size))
+    if state.fan_labels is None:
+        left, top, right, bottom = box if box is not None else (0, 0, image.width, image.height)
+        font_size = fan_label_font_size(right - left, bottom - top, args.fan_count, args.fan_layout)
+        state.fan_labels = (fan_denoising_strengths(args.fan_count, args.map_options(), state.slider), images.get_font(font_size))
+    strengths, font = state.fan_labels
+    labelled = label_fan(image, count=args.fan_count, layout=args.fan_layout, denoising_strengths=strengths, box=box, font=font)
     index = getattr(p, "batch_index", 0)
     info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, None, getattr(p, "iteration", 0), index)
     if shared.opts.enable_pnginfo:
@@ -262,6 +265,11 @@ def _save_fan_copies(p: Any, copies: list[FanCopy]) -> None:
         return
     for copy in copies:
         images.save_image(copy.image, p.outpath_samples, "", copy.seed, copy.prompt, shared.opts.samples_format, info=copy.infotext, p=p, suffix="-dd-fan")
+
+
+def _init_image_index(p: Any) -> int:
+    """The init image of the batch image being post-processed (one init image serves them all)."""
+    return getattr(p, "batch_index", 0) if len(p.init_images) > 1 else 0
 
 
 def _kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
@@ -624,11 +632,10 @@ class Script(scripts.Script):
         state = _state(p)
         if state is None or not state.args.preserve or _crop_region(p) is not None:
             return  # "only masked" is preserved after the WebUI pastes the crop back
-        index = getattr(p, "batch_index", 0)
-        kept = _kept_pixels(state, _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0))
+        index = _init_image_index(p)
+        kept = _kept_pixels(state, _pixel_strengths(p, state, index))
         if bool(kept.any()):
-            init_image = p.init_images[index if len(p.init_images) > 1 else 0]
-            original = images.flatten(init_image, shared.opts.img2img_background_color)
+            original = images.flatten(p.init_images[index], shared.opts.img2img_background_color)
             original = images.resize_image(p.resize_mode if p.resize_mode != 3 else 0, original, p.width, p.height)
             pp.image = _preserve(pp.image, original, kept)
 
@@ -639,11 +646,10 @@ class Script(scripts.Script):
         if state is None:
             return
         if state.args.preserve and _crop_region(p) is not None:
-            index = getattr(p, "batch_index", 0)
-            kept = _kept_pixels(state, _pixel_strengths(p, state, index if len(p.init_images) > 1 else 0, full_size=True))
+            index = _init_image_index(p)
+            kept = _kept_pixels(state, _pixel_strengths(p, state, index, full_size=True))
             if bool(kept.any()):
-                init_image = p.init_images[index if len(p.init_images) > 1 else 0]
-                pp.image = _preserve(pp.image, images.flatten(init_image, shared.opts.img2img_background_color), kept)
+                pp.image = _preserve(pp.image, images.flatten(p.init_images[index], shared.opts.img2img_background_color), kept)
         if state.args.source == "fan":
             _label_fan(p, state, pp.image)  # of the finished image, as saved
 
