@@ -92,6 +92,23 @@ class Run:
     extra: dict = field(default_factory=dict)
 
 
+def sampler_schedule_kwargs(function: Callable, sigma_sched: torch.Tensor) -> dict:
+    """The schedule arguments ``KDiffusionSampler.sample_img2img`` passes, by the function's signature."""
+    parameters = inspect.signature(function).parameters
+    kwargs: dict = {}
+    if "sigma_min" in parameters:
+        kwargs["sigma_min"] = sigma_sched[-2]
+    if "sigma_max" in parameters:
+        kwargs["sigma_max"] = sigma_sched[0]
+    if "n" in parameters:
+        kwargs["n"] = len(sigma_sched) - 1
+    if "sigma_sched" in parameters:
+        kwargs["sigma_sched"] = sigma_sched
+    if "sigmas" in parameters:
+        kwargs["sigmas"] = sigma_sched
+    return kwargs
+
+
 def kdiffusion_img2img(
     name: str,
     denoiser: external.CompVisDenoiser,
@@ -110,16 +127,7 @@ def kdiffusion_img2img(
     xi = run.init + run.noise * sigma_sched[0]
 
     function = getattr(sampling, funcname)
-    parameters = inspect.signature(function).parameters
-    kwargs: dict = {}
-    if "sigma_min" in parameters:
-        kwargs["sigma_min"] = sigma_sched[-2]
-    if "sigma_max" in parameters:
-        kwargs["sigma_max"] = sigma_sched[0]
-    if "n" in parameters:
-        kwargs["n"] = len(sigma_sched) - 1
-    if "sigmas" in parameters:
-        kwargs["sigmas"] = sigma_sched
+    kwargs = sampler_schedule_kwargs(function, sigma_sched)
     if brownian:
         seeds = [run.seed + i for i in range(run.init.shape[0])]
         kwargs["noise_sampler"] = sampling.BrownianTreeNoiseSampler(run.init, sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)

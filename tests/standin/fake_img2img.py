@@ -167,17 +167,7 @@ class KDiffusionSampler:
         xi = x + noise * sigma_sched[0]
 
         extra_params_kwargs = self.initialize(p)
-        parameters = inspect.signature(self.func).parameters
-        if "sigma_min" in parameters:
-            extra_params_kwargs["sigma_min"] = sigma_sched[-2]
-        if "sigma_max" in parameters:
-            extra_params_kwargs["sigma_max"] = sigma_sched[0]
-        if "n" in parameters:
-            extra_params_kwargs["n"] = len(sigma_sched) - 1
-        if "sigma_sched" in parameters:
-            extra_params_kwargs["sigma_sched"] = sigma_sched
-        if "sigmas" in parameters:
-            extra_params_kwargs["sigmas"] = sigma_sched
+        extra_params_kwargs.update(a1111.sampler_schedule_kwargs(self.func, sigma_sched))
         if self.brownian:
             sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
             extra_params_kwargs["noise_sampler"] = sampling.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=list(p.seeds))

@@ -52,6 +52,11 @@ async function imageInfo(page, selector) {
   })));
 }
 
+// The text of every element matching a selector, joined (an error text if it cannot be read).
+function textsOf(page, selector) {
+  return page.locator(selector).evaluateAll((els) => els.map((e) => e.innerText || '').join('\n')).catch((e) => `(${e})`);
+}
+
 // Click the choice of a gradio radio (its label) by the choice's text.
 async function chooseRadio(page, elemId, choice) {
   const label = page.locator(`#${elemId} label`).filter({ hasText: choice }).first();
@@ -115,9 +120,9 @@ async function fanPhase(page) {
   fan.previewChanged = (await page.locator(previewSel).first().getAttribute('src').catch(() => null)) !== oldSrc;
   fan.previewError = ((await page.locator(`#${P}_preview_error`).innerText().catch(() => '')) || '').trim();
   step(`fan preview ${JSON.stringify(fan.preview)} (changed: ${fan.previewChanged})`);
-  // The strip is wide and short: in the panel it is scaled into a small box (panel.png shows
-  // that). For preview.png the element is shown at its natural size (at most the viewport's
-  // width) on top of the page for the screenshot, then put back.
+  // The strip is wide and short: in the panel it is scaled to the panel's width. For
+  // preview.png the element is shown at its natural size (at most the viewport's width) on top
+  // of the page for the screenshot, then put back.
   const previewImg = page.locator(previewSel).first();
   await previewImg.scrollIntoViewIfNeeded();
   fan.previewShot = await previewImg.evaluate((e) => {
@@ -150,9 +155,8 @@ async function fanPhase(page) {
   result.timings.fan_generate_s = (Date.now() - t) / 1000;
   const items = await imageInfo(page, GALLERY_ITEMS);
   fan.gallery = { before: before.length, count: items.length, images: items };
-  const texts = (sel) => page.locator(sel).evaluateAll((els) => els.map((e) => e.innerText || '').join('\n')).catch((e) => `(${e})`);
-  fan.generationInfo = (await texts('[id="html_info_img2img"]')).slice(0, 2000);
-  fan.galleryError = (await texts('[id="html_log_img2img"] .error')).slice(0, 1000);
+  fan.generationInfo = (await textsOf(page, '[id="html_info_img2img"]')).slice(0, 2000);
+  fan.galleryError = (await textsOf(page, '[id="html_log_img2img"] .error')).slice(0, 1000);
   const srcs = await page.locator(GALLERY_ITEMS).evaluateAll((els) => els.map((e) => e.getAttribute('src')));
   fan.plainImage = await saveImage(page, srcs[0], 'fan_image.png', fan.fetches);
   fan.labelledImage = await saveImage(page, srcs[1], 'fan_labelled.png', fan.fetches);
@@ -173,7 +177,7 @@ async function fanPhase(page) {
       isLabelledCopy: (await big.getAttribute('src').catch(() => null)) === srcs[1],
     };
     await page.waitForTimeout(1000); // the infotext follows the selection
-    fan.generationInfoSelected = (await texts('[id="html_info_img2img"]')).slice(0, 2000);
+    fan.generationInfoSelected = (await textsOf(page, '[id="html_info_img2img"]')).slice(0, 2000);
   }
   const results = page.locator('#img2img_results');
   await results.scrollIntoViewIfNeeded();
@@ -272,20 +276,14 @@ async function main() {
     await page.waitForTimeout(500);
     result.timings.generate_s = (Date.now() - t) / 1000;
     result.gallery = { before, images: await imageInfo(page, '#img2img_gallery img') };
-    const texts = (sel) => page.locator(sel).evaluateAll((els) => els.map((e) => e.innerText || '').join('\n')).catch((e) => `(${e})`);
-    result.generationInfo = (await texts('[id="html_info_img2img"]')).slice(0, 2000);
-    result.galleryLog = (await texts('[id="html_log_img2img"]')).slice(0, 1000);
-    result.galleryError = (await texts('[id="html_log_img2img"] .error')).slice(0, 1000);
+    result.generationInfo = (await textsOf(page, '[id="html_info_img2img"]')).slice(0, 2000);
+    result.galleryLog = (await textsOf(page, '[id="html_log_img2img"]')).slice(0, 1000);
+    result.galleryError = (await textsOf(page, '[id="html_log_img2img"] .error')).slice(0, 1000);
     // The result file itself (the gallery shows it through the server's file= route).
     const src = result.gallery.images.length ? await page.locator('#img2img_gallery img').first().getAttribute('src') : null;
-    if (src) {
-      const resp = await page.request.get(new URL(src, page.url()).toString());
-      result.resultFetch = { status: resp.status(), url: src.slice(0, 200) };
-      if (resp.ok()) {
-        fs.writeFileSync(path.join(cfg.outDir, 'result_image.png'), await resp.body());
-        result.resultImage = path.join(cfg.outDir, 'result_image.png');
-      }
-    }
+    const fetches = [];
+    result.resultImage = await saveImage(page, src, 'result_image.png', fetches);
+    result.resultFetch = fetches[0] || null;
     step(`result shown ${JSON.stringify(result.gallery.images.slice(0, 2))}`);
     const results = page.locator('#img2img_results');
     await results.scrollIntoViewIfNeeded();

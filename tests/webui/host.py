@@ -261,7 +261,9 @@ class WebUIServer:
     def start(self, timeout: float = DEFAULT_START_TIMEOUT):
         """Start and warm up; a start whose warm-up decoded NaN samples is thrown away (see
         NAN_SAMPLES_WARNING) and the server started again, up to NAN_START_TRIES times."""
-        for attempt in range(NAN_START_TRIES):
+        if self.alive:
+            return self
+        for _ in range(NAN_START_TRIES):
             self._start_once(timeout)
             if not self.nan_samples_since_start():
                 return self
@@ -281,8 +283,6 @@ class WebUIServer:
             return False
 
     def _start_once(self, timeout: float):
-        if self.alive:
-            return self
         self._prepare_data_dir()
         for attempt in range(2):
             self.port = free_port()

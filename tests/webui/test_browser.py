@@ -74,39 +74,40 @@ def _mentions_extension(*texts):
 
 
 
-def run_browser_script(node: str, script: Path, cfg: dict, timeout_s: float) -> tuple[dict, str]:
-    """Run one of the browser scripts (browser_common.js's runAndReport): its JSON result and stderr."""
+def run_browser_script(browser_tools, script: Path, server, tmp_path: Path, timeout_s: float, **options) -> tuple[dict, str]:
+    """Run one of the browser scripts (browser_common.js's runAndReport) against ``server``'s page
+    with ``options`` added to the common config; print what went wrong in the page; return its
+    JSON result and stderr."""
+    node, chromium, pwc = browser_tools
+    cfg = {
+        "url": server.url + "/",
+        "chromium": chromium,
+        "playwrightCore": pwc,
+        "outDir": str(tmp_path / "screens"),
+        "userDataDir": str(tmp_path / "chromium-profile"),
+        **options,
+    }
     try:
         proc = subprocess.run([node, str(script), json.dumps(cfg)], capture_output=True, text=True, timeout=timeout_s, cwd=str(HERE))
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"{script.name} timed out; stderr: {(e.stderr or '')[-2000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no result from {script.name} (rc {proc.returncode}); stderr:\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1]), proc.stderr
+    res = json.loads(lines[-1])
+    for kind in ("consoleErrors", "pageErrors", "failedRequests", "blockedRequests"):
+        if res.get(kind):
+            print(f"{kind}: {json.dumps(res[kind], indent=1)[:3000]}")
+    return res, proc.stderr
+
 
 def test_img2img_panel_in_browser(browser_tools, ui_server, tmp_path):
-    node, chromium, pwc = browser_tools
-    out_dir = tmp_path / "screens"
-    cfg = {
-        "url": ui_server.url + "/",
-        "chromium": chromium,
-        "playwrightCore": pwc,
-        "outDir": str(out_dir),
-        "userDataDir": str(tmp_path / "chromium-profile"),
-        "panelText": SCRIPT_TITLE,
-        "idPrefix": ID_PREFIX,
-        "timeoutMs": 120_000,
-        "totalTimeoutMs": 400_000,
-    }
-    res, stderr = run_browser_script(node, CHECK_JS, cfg, timeout_s=450)
+    res, stderr = run_browser_script(browser_tools, CHECK_JS, ui_server, tmp_path, timeout_s=450,
+                                     panelText=SCRIPT_TITLE, idPrefix=ID_PREFIX, timeoutMs=120_000, totalTimeoutMs=400_000)
 
     for name, p in res.get("screenshots", {}).items():
         print(f"screenshot {name}: {p}")
         ARTIFACTS.append(f"screenshot {name}: {p}")
     print("panel:", json.dumps(res.get("panel"), indent=1)[:1500])
-    for kind in ("consoleErrors", "pageErrors", "failedRequests", "blockedRequests"):
-        if res.get(kind):
-            print(f"{kind}: {json.dumps(res[kind], indent=1)[:3000]}")
 
     assert res.get("ok"), f"browser run failed: {res.get('error')}\nsteps: {res.get('steps')}\nstderr: {stderr[-2000:]}"
     panel = res.get("panel") or {}

@@ -58,31 +58,20 @@ def _save_small(src: Path, dst: Path) -> int:
 
 
 def test_panel_preview_and_generate_in_browser(browser_tools, ui_server, tmp_path):  # noqa: F811
-    node, chromium, pwc = browser_tools
     init_path, map_path = tmp_path / "init.png", tmp_path / "map.png"
     init = make_init_image(SIZE, SIZE)
     change_map = disc_map()
     init.save(init_path)
     change_map.save(map_path)
-    out_dir = tmp_path / "screens"
-    cfg = {
-        "url": ui_server.url + "/",
-        "chromium": chromium,
-        "playwrightCore": pwc,
-        "outDir": str(out_dir),
-        "userDataDir": str(tmp_path / "chromium-profile"),
-        "initImage": str(init_path),
-        "mapImage": str(map_path),
-        "width": SIZE, "height": SIZE, "steps": 10, "denoise": DENOISE,
-        "fanCount": FAN_COUNT, "fanLayout": "vertical bands", "fanRegion": FAN_REGION,
-        "timeoutMs": 120_000, "generateTimeoutMs": 240_000, "totalTimeoutMs": 720_000,
-    }
-    res, stderr = run_browser_script(node, PANEL_JS, cfg, timeout_s=780)
+    res, stderr = run_browser_script(
+        browser_tools, PANEL_JS, ui_server, tmp_path, timeout_s=780,
+        initImage=str(init_path), mapImage=str(map_path),
+        width=SIZE, height=SIZE, steps=10, denoise=DENOISE,
+        fanCount=FAN_COUNT, fanLayout="vertical bands", fanRegion=FAN_REGION,
+        timeoutMs=120_000, generateTimeoutMs=240_000, totalTimeoutMs=720_000,
+    )
     print("steps:", json.dumps(res.get("steps"), indent=1))
     print("fan:", json.dumps(res.get("fan"), indent=1)[:6000])
-    for kind in ("consoleErrors", "pageErrors", "failedRequests", "blockedRequests"):
-        if res.get(kind):
-            print(f"{kind}: {json.dumps(res[kind], indent=1)[:3000]}")
 
     assert res.get("ok"), (f"browser run failed (map flow done: {res.get('mapFlowOk')}): {res.get('error')}\nsteps: {res.get('steps')}\n"
                            f"fan: {json.dumps(res.get('fan'))[:3000]}\nstderr: {stderr[-2000:]}")

@@ -28,10 +28,9 @@ def fan(**options) -> dict:
     return {SCRIPT_TITLE: {"args": [{"source": "fan", "fan_count": COUNT, **options}]}}
 
 
-def uploaded(count: int = COUNT, layout: str = "vertical bands", **options) -> dict:
-    """The fan's own map as an 8-bit PNG upload (COUNT 4: 0, 85, 170, 255 are 0, 1/3, 2/3, 1 exactly in float32)."""
-    values = np.rint(fan_map(SIZE, SIZE, count, layout) * 255).astype(np.uint8)
-    return {SCRIPT_TITLE: {"args": [{"map": png_b64(Image.fromarray(values, "L")), **options}]}}
+def fan_upload() -> Image.Image:
+    """The default fan's own map as an 8-bit image (COUNT 4: 0, 85, 170, 255 decode to 0, 1/3, 2/3, 1 exactly)."""
+    return Image.fromarray(np.rint(fan_map(SIZE, SIZE, COUNT, "vertical bands") * 255).astype(np.uint8), "L")
 
 
 def ok(response) -> tuple[list[Image.Image], dict]:
@@ -45,10 +44,11 @@ def rgb(image: Image.Image) -> np.ndarray:
 
 def test_fan_equals_its_map_uploaded_and_adds_a_labelled_copy(sd1_server):
     init = make_init_image(SIZE, SIZE)
-    upload = Image.fromarray(np.rint(fan_map(SIZE, SIZE, COUNT, "vertical bands") * 255).astype(np.uint8), "L")
+    upload = fan_upload()
     assert np.array_equal(decode_map(upload), fan_map(SIZE, SIZE, COUNT, "vertical bands"))  # the upload is exact
     images, info = ok(post_img2img(sd1_server, init_image=init, prime=True, denoising_strength=0.8, alwayson_scripts=fan()))
-    (as_map,), _ = ok(post_img2img(sd1_server, init_image=init, prime=True, denoising_strength=0.8, alwayson_scripts=uploaded()))
+    as_map_args = {SCRIPT_TITLE: {"args": [{"map": png_b64(upload)}]}}
+    (as_map,), _ = ok(post_img2img(sd1_server, init_image=init, prime=True, denoising_strength=0.8, alwayson_scripts=as_map_args))
     assert len(images) == 2 and len(info["infotexts"]) == 2, (len(images), len(info["infotexts"]))
     result, copy = images
     assert max_change(result, as_map) == 0, "the fan run differs from its map uploaded"

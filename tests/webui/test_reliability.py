@@ -411,12 +411,17 @@ def test_concurrent_refusals_do_not_disturb_generations(sd1_server):
 # ------------------------------------------------------------------ 3a. interrupt and skip
 
 
+def long_halves_request(**payload) -> tuple[Image.Image, dict]:
+    """A 128x128, 40-step DD request with the halves map (left kept): long enough to be hit mid-sampling."""
+    init = make_init_image(128, 128)
+    map_b64 = png_b64(make_map_image(128, 128, kind="halves"))
+    return init, dict(init_image=init, steps=40, alwayson_scripts=dd_dict(map=map_b64), **payload)
+
+
 def test_interrupt_mid_sampling(sd1_server):
     server = sd1_server
     base = baselines(server)
-    init = make_init_image(128, 128)
-    map_b64 = png_b64(make_map_image(128, 128, kind="halves"))
-    request = dict(init_image=init, steps=40, alwayson_scripts=dd_dict(map=map_b64))
+    init, request = long_halves_request()
     full = one_image(post_img2img(server, prime=True, **request))
     full_calls = len(last_run(server)["calls"])
     poker = Poker(server, "/sdapi/v1/interrupt")
@@ -438,9 +443,7 @@ def test_interrupt_mid_sampling(sd1_server):
 def test_skip_mid_sampling_only_skips_that_image(sd1_server):
     server = sd1_server
     base = baselines(server)
-    init = make_init_image(128, 128)
-    map_b64 = png_b64(make_map_image(128, 128, kind="halves"))
-    request = dict(init_image=init, steps=40, n_iter=2, alwayson_scripts=dd_dict(map=map_b64))
+    init, request = long_halves_request(n_iter=2)
     r = post_img2img(server, prime=True, **request)
     assert r.status_code == 200, r.text[:1000]
     full = decode_images(r)
