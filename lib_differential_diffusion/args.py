@@ -1,7 +1,9 @@
-"""The extension's arguments: one typed model, one settings table.
+"""The extension's arguments: one settings table, one typed model, validated once.
 
-``SETTINGS`` gives every field's label, infotext key, UI element id, default
-and range, so the UI, the API, the infotext and the X/Y/Z axes agree.
+``SETTINGS`` gives every field's label, hover hint, infotext key, UI element
+id, default and range; the UI, the API, its schema, the infotext, the
+Settings page and the X/Y/Z axes all read it, and ``DifferentialDiffusionArgs``
+checks every value against it (nothing downstream checks again).
 API form: ``{"enabled": true, "map": "<base64>", ...}`` (a dict means enabled
 unless it says ``"enabled": false``); UI/positional form: the values in
 ``POSITIONAL_ORDER``.
@@ -13,24 +15,27 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
-from .errors import DifferentialDiffusionError
+from .errors import EXTENSION_NAME, DifferentialDiffusionError
 from .fan import FAN_LAYOUTS, MAX_FAN_COUNT, MIN_FAN_COUNT
 from .maps import MapOptions
 
 ELEM_PREFIX = "differential_diffusion"
-SOURCES = ("map", "inpaint mask", "fan")
+SOURCES = ("map", "inpaint mask", "fan", "draw")
 
 
 @dataclass(frozen=True)
 class Setting:
     name: str
     label: str
-    infotext_key: str | None  # None: not written to the infotext (the map's pixels)
+    infotext_key: str | None  # None: not written to the infotext (the map's pixels, server paths)
     default: Any
     minimum: float | None = None
     maximum: float | None = None
     step: float | None = None
     choices: tuple[str, ...] | None = None
+    info: str = ""  # hover hint / help text
+    api: bool = True  # accepted in the API's dict form
+    panel_default: bool = False  # its default can be set in Settings -> Differential Diffusion
 
     @property
     def elem_id(self) -> str:
@@ -39,63 +44,121 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", "Differential Diffusion", "Differential Diffusion", False),
-    Setting("map", "Change map (white = change, black = keep)", None, None),
-    Setting("source", "Map source", "DD source", "map", choices=SOURCES),
-    Setting("invert", "Invert map (white = keep)", "DD invert", False),
-    Setting("gamma", "Gamma", "DD gamma", 1.0, 0.05, 10.0, 0.05),
-    Setting("blur", "Blur radius (px)", "DD blur", 0.0, 0.0, 256.0, 1.0),
-    Setting("low", "Strength at black", "DD low", 0.0, 0.0, 1.0, 0.01),
-    Setting("high", "Strength at white", "DD high", 1.0, 0.0, 1.0, 0.01),
-    Setting("preserve", "Preserve unchanged pixels", "DD preserve", True),
+    Setting(
+        "map", "Change map (white = change, black = keep)", None, None,
+        info="Grayscale: each pixel changes like img2img at (map value x denoising strength). "
+        "It gets the same resize and crop as the init image.",
+    ),
+    Setting(
+        "source", "Map source", "DD source", "map", choices=SOURCES,
+        info="The uploaded map; the inpaint mask (after its blur) as change amounts; a strength fan "
+        "(regions from strength at black to strength at white, side by side); or a map drawn in the panel.",
+    ),
+    Setting(
+        "invert", "Invert map (white = keep)", "DD invert", False, panel_default=True,
+        info="Flip the map first: white keeps the input, black changes fully (the paper's own maps are drawn this way).",
+    ),
+    Setting(
+        "gamma", "Gamma", "DD gamma", 1.0, 0.05, 10.0, 0.05, panel_default=True,
+        info="map ** gamma, after invert: above 1 weakens mid-grays, below 1 strengthens them.",
+    ),
+    Setting(
+        "blur", "Blur (Gaussian sigma, px)", "DD blur", 0.0, 0.0, 256.0, 1.0, panel_default=True,
+        info="Softens the map's edges: a Gaussian blur whose standard deviation is this many output pixels.",
+    ),
+    Setting(
+        "low", "Strength at black (x denoising)", "DD low", 0.0, 0.0, 1.0, 0.01, panel_default=True,
+        info="Fraction of the denoising strength slider that black gets (after invert): strength = low + (high - low) x map.",
+    ),
+    Setting(
+        "high", "Strength at white (x denoising)", "DD high", 1.0, 0.0, 1.0, 0.01, panel_default=True,
+        info="Fraction of the denoising strength slider that white gets (after invert): strength = low + (high - low) x map.",
+    ),
+    Setting(
+        "preserve", "Preserve unchanged pixels", "DD preserve", True, panel_default=True,
+        info="Where the strength is 0, output the input pixels exactly instead of a VAE round trip.",
+    ),
     # UI only (img2img batch tab): a server-side folder, so the API refuses it.
-    Setting("map_folder", "Map folder (batch tab: one map per image, matched by file name)", None, ""),
+    Setting(
+        "map_folder", "Map folder (batch tab: one map per image, matched by file name)", None, "", api=False,
+        info="A folder on the server: each batch input gets the map with its file name (any image extension).",
+    ),
     # Source "fan": the map is drawn by the extension (see fan.py).
-    Setting("fan_count", "Fan regions", "DD fan count", 4, MIN_FAN_COUNT, MAX_FAN_COUNT, 1),
-    Setting("fan_layout", "Fan layout", "DD fan layout", FAN_LAYOUTS[0], choices=FAN_LAYOUTS),
+    Setting(
+        "fan_count", "Fan regions", "DD fan count", 4, MIN_FAN_COUNT, MAX_FAN_COUNT, 1,
+        info="Region #1 gets the strength at black, the last the strength at white, evenly spaced between.",
+    ),
+    Setting(
+        "fan_layout", "Fan layout", "DD fan layout", FAN_LAYOUTS[0], choices=FAN_LAYOUTS,
+        info="Vertical bands (left to right), horizontal bands (top to bottom) or radial sectors (clockwise from 12 o'clock).",
+    ),
+    # Source "draw": the panel's editor sends its drawing here (a PNG data URL); over the API it is a "map".
+    Setting("drawn_map", "Drawn map", None, "", api=False),
 )
-FAN_SETTING_NAMES = ("fan_count", "fan_layout")
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 POSITIONAL_ORDER = tuple(setting.name for setting in SETTINGS)
-API_KEYS = tuple(name for name in POSITIONAL_ORDER if name != "map_folder")
+API_KEYS = tuple(setting.name for setting in SETTINGS if setting.api)
+FAN_SETTING_NAMES = ("fan_count", "fan_layout")
+PANEL_DEFAULT_NAMES = tuple(setting.name for setting in SETTINGS if setting.panel_default)
 MAP_HASH_INFOTEXT_KEY = "DD map hash"
+INFOTEXT_KEYS = frozenset([*(setting.infotext_key for setting in SETTINGS if setting.infotext_key), MAP_HASH_INFOTEXT_KEY])
+# Sources whose pixels come from the user (never written to the infotext, only hashed).
+USER_MAP_SOURCES = {"map": "map", "draw": "drawn_map"}
 
 
-def _boolean(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
+def is_empty_image(value: Any) -> bool:
+    """No image given: None, an empty string, or a gradio editor dict without an image."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes)):
+        return len(value) == 0
+    if isinstance(value, Mapping):
+        return is_empty_image(value.get("image"))
+    return False
+
+
+def unwrap_image(value: Any) -> Any:
+    """Gradio image editors hand over dicts; the map is their image."""
+    return value.get("image") if isinstance(value, Mapping) else value
+
+
+def _check(setting: Setting, value: Any) -> Any:
+    """``value`` checked against its setting, normalised (numbers to float/int, paths stripped)."""
+    name, default = setting.name, setting.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise DifferentialDiffusionError(name, f"must be true or false, got {value!r}")
         return value
-    raise DifferentialDiffusionError(name, f"must be true or false, got {value!r}")
-
-
-def _number(name: str, value: Any) -> float:
-    # bool is an int in Python; a checkbox value here is a client bug.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DifferentialDiffusionError(name, f"must be a number, got {value!r}")
-    number = float(value)
-    setting = SETTINGS_BY_NAME[name]
-    if not math.isfinite(number):
-        raise DifferentialDiffusionError(name, f"must be a finite number, got {value!r}")
-    if setting.minimum is not None and number < setting.minimum or setting.maximum is not None and number > setting.maximum:
-        raise DifferentialDiffusionError(name, f"must be between {setting.minimum:g} and {setting.maximum:g}, got {number:g}")
-    return number
-
-
-def _whole_number(name: str, value: Any) -> int:
-    number = _number(name, value)
-    if not number.is_integer():
-        raise DifferentialDiffusionError(name, f"must be a whole number, got {value!r}")
-    return int(number)
-
-
-def _choice(name: str, value: Any) -> str:
-    choices = SETTINGS_BY_NAME[name].choices or ()
-    if not isinstance(value, str) or value not in choices:
-        raise DifferentialDiffusionError(name, f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-    return value
+    if setting.choices is not None:
+        if not isinstance(value, str) or value not in setting.choices:
+            raise DifferentialDiffusionError(name, f"must be one of {', '.join(repr(c) for c in setting.choices)}, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        # bool is an int in Python; a checkbox value here is a client bug.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DifferentialDiffusionError(name, f"must be a number, got {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise DifferentialDiffusionError(name, f"must be a finite number, got {value!r}")
+        if not setting.minimum <= number <= setting.maximum:
+            raise DifferentialDiffusionError(name, f"must be between {setting.minimum:g} and {setting.maximum:g}, got {number:g}")
+        if isinstance(default, int):
+            if not number.is_integer():
+                raise DifferentialDiffusionError(name, f"must be a whole number, got {value!r}")
+            return int(number)
+        return number
+    if isinstance(default, str):  # free text: folders, data URLs
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise DifferentialDiffusionError(name, f"must be text, got {type(value).__name__}")
+        return value.strip()
+    return value  # the map: decoded (and checked) by maps.decode_map
 
 
 @dataclass(frozen=True)
 class DifferentialDiffusionArgs:
-    """Validated arguments of one generation."""
+    """Validated arguments of one generation (checked against ``SETTINGS`` on creation)."""
 
     enabled: bool = False
     map: Any = None  # PIL image, numpy array, or base64 / data URL string: decoded by maps.decode_map
@@ -109,33 +172,30 @@ class DifferentialDiffusionArgs:
     map_folder: str = ""
     fan_count: int = 4
     fan_layout: str = FAN_LAYOUTS[0]
+    drawn_map: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "invert", "preserve"):
-            _boolean(name, getattr(self, name))
-        for name in ("gamma", "blur", "low", "high"):
-            object.__setattr__(self, name, _number(name, getattr(self, name)))
-        _choice("source", self.source)
-        object.__setattr__(self, "fan_count", _whole_number("fan_count", self.fan_count))
-        _choice("fan_layout", self.fan_layout)
+        for setting in SETTINGS:
+            object.__setattr__(self, setting.name, _check(setting, getattr(self, setting.name)))
         if self.low > self.high:
             raise DifferentialDiffusionError("low", f"must not exceed high ({self.low:g} > {self.high:g}); use invert to swap black and white")
-        if self.map_folder is None:
-            object.__setattr__(self, "map_folder", "")
-        if not isinstance(self.map_folder, str):
-            raise DifferentialDiffusionError("map_folder", f"must be a folder path, got {self.map_folder!r}")
-        object.__setattr__(self, "map_folder", self.map_folder.strip())
-        if self.enabled and self.source == "map" and _is_empty(self.map) and not self.map_folder:
-            raise DifferentialDiffusionError("map", "no change map given (upload one, or choose map source 'inpaint mask' or 'fan')")
+        if not self.enabled:
+            return
+        if self.source == "map" and is_empty_image(self.map) and not self.map_folder:
+            raise DifferentialDiffusionError("map", "no change map given (upload one, or choose map source 'inpaint mask', 'fan' or 'draw')")
+        if self.source == "draw" and not self.drawn_map:
+            raise DifferentialDiffusionError("drawn_map", "nothing drawn: draw a map in the panel's editor, or choose another map source")
 
     @classmethod
     def from_api(cls, value: Mapping[str, Any]) -> DifferentialDiffusionArgs:
-        """The API's dict form. Unknown keys are refused, naming the key."""
+        """The API's dict form. Unknown and UI-only keys are refused, naming the key."""
         if not isinstance(value, Mapping):
             raise DifferentialDiffusionError("args", f"expected an object with keys {', '.join(API_KEYS)}, got {type(value).__name__}")
         unknown = sorted(str(key) for key in value if key not in API_KEYS)
         if unknown:
             raise DifferentialDiffusionError(unknown[0], f"unknown key (known: {', '.join(API_KEYS)})")
+        if value.get("source") == "draw":
+            raise DifferentialDiffusionError("source", "'draw' is the panel's editor; send the drawing as \"map\" with source 'map'")
         return cls(**{"enabled": True, **value})
 
     @classmethod
@@ -147,14 +207,24 @@ class DifferentialDiffusionArgs:
 
     @classmethod
     def from_script_args(cls, args: Sequence[Any]) -> DifferentialDiffusionArgs:
-        """Whatever A1111 hands the script: a dict first (API form) or positional values."""
+        """Whatever the WebUI hands the script: a dict first (API form) or positional values."""
         if len(args) >= 1 and isinstance(args[0], Mapping):
-            # The API puts the dict where the first UI value goes; A1111 fills
+            # The API puts the dict where the first UI value goes; the WebUI fills
             # the other positions with the UI's defaults, which do not apply.
             return cls.from_api(args[0])
         if not args or args[0] is None:
             return cls()
         return cls.from_ui(*args)
+
+    def refuse_server_paths(self) -> None:
+        """API requests may not make the server read its files (positional ``map_folder``)."""
+        if self.map_folder:
+            raise DifferentialDiffusionError("map_folder", "is for the img2img batch tab only; the API cannot read folders on the server")
+
+    def user_map(self) -> Any:
+        """The image the user gave for sources "map" and "draw" (None for the others)."""
+        name = USER_MAP_SOURCES.get(self.source)
+        return None if name is None else unwrap_image(getattr(self, name))
 
     def map_options(self) -> MapOptions:
         """The options that turn the aligned map into strengths."""
@@ -177,18 +247,14 @@ class DifferentialDiffusionArgs:
         return result
 
 
-def _is_empty(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, (str, bytes)):
-        return len(value) == 0
-    if isinstance(value, Mapping):  # gradio ImageEditor-style dict
-        return _is_empty(value.get("image"))
-    return False
-
-
 def values_from_infotext(params: Mapping[str, str]) -> dict[str, Any]:
-    """UI values restored from pasted infotext; a missing key turns the panel off."""
+    """UI values restored from pasted infotext; a missing key turns the panel off.
+
+    A run whose map came from the user (uploaded or drawn) cannot be repeated
+    from the infotext alone (it holds the map's hash, not its pixels): the
+    settings are restored but the panel stays off, and ``missing_map_note``
+    says what to do.
+    """
     enabled = str(params.get("Differential Diffusion", "")).strip().lower() == "true"
     values: dict[str, Any] = {"enabled": enabled}
     if not enabled:
@@ -197,42 +263,62 @@ def values_from_infotext(params: Mapping[str, str]) -> dict[str, Any]:
         if setting.infotext_key is None or setting.name == "enabled" or setting.infotext_key not in params:
             continue
         raw = str(params[setting.infotext_key]).strip()
-        if isinstance(setting.default, bool):
-            values[setting.name] = raw.lower() == "true"
-        elif isinstance(setting.default, int):
-            try:
-                values[setting.name] = int(float(raw))
-            except ValueError:
-                continue
-        elif isinstance(setting.default, float):
-            try:
-                values[setting.name] = float(raw)
-            except ValueError:
-                continue
-        else:
-            values[setting.name] = raw
+        try:
+            if isinstance(setting.default, bool):
+                value: Any = raw.lower() == "true"
+            elif isinstance(setting.default, int):
+                value = int(float(raw))
+            elif isinstance(setting.default, float):
+                value = float(raw)
+            else:
+                value = raw
+            values[setting.name] = _check(setting, value)
+        except (ValueError, DifferentialDiffusionError):
+            continue  # a hand-edited or foreign value: keep the panel's own
+    if values.get("source", SETTINGS_BY_NAME["source"].default) in USER_MAP_SOURCES:
+        values["enabled"] = False
     return values
+
+
+def missing_map_note(params: Mapping[str, str]) -> str:
+    """What to tell the user after pasting an infotext whose map cannot be restored ("" if none)."""
+    if str(params.get("Differential Diffusion", "")).strip().lower() != "true":
+        return ""
+    source = str(params.get(SETTINGS_BY_NAME["source"].infotext_key, SETTINGS_BY_NAME["source"].default)).strip()
+    if source not in USER_MAP_SOURCES:
+        return ""
+    what = "upload the change map" if source == "map" else "draw the map again (or upload it)"
+    map_hash = str(params.get(MAP_HASH_INFOTEXT_KEY, "")).strip()
+    known = f" (its hash: {map_hash})" if map_hash else ""
+    return (
+        f"The pasted image was made with Differential Diffusion and a {'drawn' if source == 'draw' else 'uploaded'} map{known}. "
+        f"Its settings are restored; {what} and tick the panel to repeat it."
+    )
 
 
 def schema() -> dict[str, Any]:
     """JSON schema of the API's dict form."""
     properties: dict[str, Any] = {}
     for setting in SETTINGS:
-        if setting.name not in API_KEYS:
+        if not setting.api:
             continue
         if setting.name == "map":
             entry: dict[str, Any] = {"type": "string", "description": "base64 PNG/JPEG/WEBP or a data URL; grayscale, white = change"}
         elif setting.name == "enabled":
             entry = {"type": "boolean", "default": True, "description": "a dict given means enabled unless this is false"}
+        elif setting.name == "source":
+            entry = {"type": "string", "enum": [choice for choice in SOURCES if choice != "draw"], "default": setting.default}
         elif isinstance(setting.default, bool):
             entry = {"type": "boolean", "default": setting.default}
+        elif setting.choices is not None:
+            entry = {"type": "string", "enum": list(setting.choices), "default": setting.default}
         elif isinstance(setting.default, int):
             entry = {"type": "integer", "default": setting.default, "minimum": int(setting.minimum), "maximum": int(setting.maximum)}
-        elif isinstance(setting.default, float):
-            entry = {"type": "number", "default": setting.default, "minimum": setting.minimum, "maximum": setting.maximum}
         else:
-            entry = {"type": "string", "enum": list(setting.choices or ()), "default": setting.default}
+            entry = {"type": "number", "default": setting.default, "minimum": setting.minimum, "maximum": setting.maximum}
         entry["title"] = setting.label
+        if setting.info and "description" not in entry:
+            entry["description"] = setting.info
         properties[setting.name] = entry
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -245,3 +331,35 @@ def schema() -> dict[str, Any]:
 
 FIELD_NAMES = tuple(field.name for field in fields(DifferentialDiffusionArgs))
 assert FIELD_NAMES == POSITIONAL_ORDER, "the settings table and the args model must list the same fields in the same order"
+
+
+# --- X/Y/Z plot axes ---------------------------------------------------------------
+
+XYZ_AXES = ("enabled", "invert", "gamma", "blur", "low", "high")
+"""Settings the X/Y/Z plot can sweep (a fan is a sweep of its own)."""
+
+
+def axis_label(name: str) -> str:
+    return f"[{EXTENSION_NAME}] {name.capitalize()}"
+
+
+def axis_value(name: str, value: Any, *, check_range: bool = False) -> Any:
+    """One X/Y/Z cell's value for setting ``name``: "True"/"False" for switches, a number otherwise.
+
+    Raises ValueError naming the setting (X/Y/Z shows it). The range is
+    checked when asked (before the grid starts); a cell's run checks it anyway.
+    """
+    setting = SETTINGS_BY_NAME[name]
+    try:
+        if isinstance(setting.default, bool):
+            text = str(value).strip().lower()
+            if not isinstance(value, bool) and text not in ("true", "false"):
+                raise DifferentialDiffusionError(name, f"expected True or False, got {value!r}")
+            return value if isinstance(value, bool) else text == "true"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DifferentialDiffusionError(name, f"must be a number, got {value!r}") from None
+        return _check(setting, number) if check_range else number
+    except DifferentialDiffusionError as error:
+        raise ValueError(str(error)) from None

@@ -1,36 +1,56 @@
 """The per-call blend that keeps pinned pixels on the re-noised original.
 
-The engine wraps the sampler's denoiser (``model(x, level) -> prediction``).
-For every call it
+The algorithm in one screen
+---------------------------
+The paper (Levin & Fried, Algorithm 1): sample from T down to 0; after each
+step t, a pixel whose map value is above the step's threshold (t / T) keeps
+the sampler's result, every other pixel is replaced by the original noised to
+level t - 1. So a pixel is *free* once its map value exceeds the threshold,
+and *pinned* to the re-noised original before that.
 
-1. works out which sampler step the call belongs to (``StepTracker``);
-2. writes, *in place* into the sampler's own state ``x``, the re-noised
-   original ``init (+) noise`` at the call's level for every pixel still
-   pinned, and, on the first call of a step, for the pixels released at that
-   step. Setting the state itself (the paper's formulation) is what makes the
-   released pixel start from exactly what plain img2img at its strength starts
-   from, whatever the sampler did to it before: ancestral and SDE samplers add
-   fresh noise and timestep samplers drift off the original between calls;
-3. replaces the prediction of pinned pixels with the original (its x0, or for
-   eps-predicting timestep samplers the eps that implies it), so that the
-   sampler's update keeps them on ``init + level * noise`` within the step and
-   multistep history sees the original rather than a guess.
+Ours is the same rule, made exact per pixel against the host's img2img:
 
-Pixels never released are set to the original after sampling (``finalize``):
-timestep samplers end one level above zero, DPM fast/adaptive at sigma_min.
+* ``schedule.release_steps`` gives each pixel its release step from the
+  host's own img2img start rule (``t_enc = int(min(v * s, 0.999) * steps)``,
+  ``img2img_fix_steps``) instead of a threshold ``v > t / T``, so the step at
+  which a pixel of value v is freed is the step at which plain img2img at
+  strength ``v * s`` starts. The paper's threshold is off by the rounding of
+  that rule (and, for ``fix_steps``, by a different schedule).
+* ``before_call`` writes the re-noised original into the sampler's own state
+  ``x``, *before* the model call, for every pinned pixel and (on the first
+  call of a step) for the pixels released at that step; ``levels.renoise`` is
+  the host's own start latent at the call's level (model noise function,
+  extra noise). So a released pixel starts from exactly the latent plain
+  img2img at its strength starts from, even for ancestral/SDE samplers that
+  add fresh noise to it in earlier steps.
+* ``after_call`` replaces the prediction of pinned pixels with the one that
+  keeps them on the original's path (``levels.pinned_prediction``), so
+  multistep samplers' history sees the original, not a guess.
+* ``finalize`` sets pixels never released (value 0, or a strength that gives
+  no sampling step) to the original latent exactly.
+
+With that, a uniform map v equals plain img2img at ``v * s`` bit for bit for
+samplers without history or sequential noise, an all-ones map leaves the
+engine inactive (plain img2img), and an all-zeros map returns the original.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
-from .schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, release_steps
+from .schedule import NEVER, NoiseLevels, img2img_start, release_steps
 
 # Two levels closer than this (relative) are the same table entry; the host
 # passes levels through float32 or float16 tensors.
 LEVEL_TOLERANCE = 1e-4
+
+
+class CallObserver(Protocol):
+    """Sees every model call the engine attributes (tests and previews)."""
+
+    def on_call(self, step: int, level: float, at_step_start: bool) -> None: ...
 
 
 class StepTracker:
@@ -80,9 +100,8 @@ class DifferentialDiffusion:
 
     ``pixel_strengths``: [B or 1, 1, h, w] denoising strength of each latent
     pixel (map value times the slider). ``init_latent`` and ``noise`` are what
-    the host's img2img starts from (``x`` and ``noise`` of
-    ``process_before_every_sampling``). ``levels`` is the sampler family's view
-    of the schedule; ``run_strength`` the strength the run starts at.
+    the host's img2img starts from. ``levels`` is the sampler family's view of
+    the schedule and noise rule; ``run_strength`` the strength the run starts at.
     """
 
     def __init__(
@@ -91,41 +110,37 @@ class DifferentialDiffusion:
         pixel_strengths: torch.Tensor,
         init_latent: torch.Tensor,
         noise: torch.Tensor,
-        levels: SigmaLevels | TimestepLevels,
+        levels: NoiseLevels,
         steps: int,
         run_strength: float,
         fix_steps: bool = False,
         boundary_call_ends_step: bool = False,
-        alphas_cumprod: torch.Tensor | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
-        if isinstance(levels, TimestepLevels) and alphas_cumprod is None:
-            raise ValueError("timestep samplers need alphas_cumprod")
         self.init_latent = init_latent
         self.noise = noise
         self.levels = levels
-        self.alphas_cumprod = alphas_cumprod
+        self.observer = observer
         self.run = img2img_start(run_strength, steps, fix_steps)
         self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps)
-        release = self.release_steps(pixel_strengths)
+        release = self.release_steps(pixel_strengths)  # on the CPU: per-step decisions need no device sync
         self.release = release.to(init_latent.device)
         self.never_released = self.release == NEVER
         self.tracker = StepTracker(levels.eval_levels(self.run), boundary_call_ends_step)
-        # Last step at which the blend still has work: pinned pixels, or a
-        # release reset. Past it, calls cost nothing.
-        finite = release[release != NEVER]
-        self._last_busy_step = NEVER if bool(self.never_released.any()) else (int(finite.max()) if finite.numel() else -1)
+        steps_present = torch.unique(release)
+        self._release_steps_present = set(steps_present.tolist())
+        self._last_pinned_step = int(steps_present.max()) - 1  # pixels are pinned at every step below their release
         self._masks_for_step: int | None = None
         self._pinned = self._released_now = None
-        self.calls: list[tuple[int, float, bool]] = []  # (step, level, at step start): for previews and tests
 
     def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
         """This run's release step for any strengths (e.g. at pixel resolution, for preserving pixels)."""
-        return release_steps(pixel_strengths, self.levels, **self._schedule)
+        return release_steps(pixel_strengths.cpu(), self.levels, **self._schedule)
 
     @property
     def active(self) -> bool:
         """False when no pixel is ever pinned: the run is plain img2img."""
-        return self._last_busy_step > 0
+        return self._last_pinned_step >= 0
 
     def _masks(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._masks_for_step != step:
@@ -134,56 +149,27 @@ class DifferentialDiffusion:
             self._masks_for_step = step
         return self._pinned, self._released_now
 
-    def _timestep_alpha(self, t: torch.Tensor) -> torch.Tensor:
-        """alphas_cumprod at (possibly fractional, for UniPC) timesteps, per row."""
-        table = self.alphas_cumprod
-        low = t.floor().clamp(0, len(table) - 1).long()
-        high = (low + 1).clamp(max=len(table) - 1)
-        fraction = (t - low.to(t.dtype)).to(table.dtype)
-        return torch.where(fraction == 0, table[low], torch.lerp(table[low], table[high], fraction))
-
-    def _renoised(self, level_rows: torch.Tensor) -> torch.Tensor:
-        """The original at the state's noise level, exactly as the host's img2img builds it.
-
-        Built in place in one fresh latent; addition commutes bit for bit, so
-        this equals the host's expression.
-        """
-        if isinstance(self.levels, SigmaLevels):
-            # sample_img2img: xi = x + noise * sigma_sched[0]
-            return (self.noise * level_rows.reshape(-1, 1, 1, 1)).add_(self.init_latent)
-        # Timestep samplers' img2img starts one table entry above its first call:
-        # xi = x * sqrt(alphas_cumprod[t]) + noise * sqrt(1 - alphas_cumprod[t]).
-        state_t = self.levels.state_timestep(self.run, level_rows).to(self.alphas_cumprod.device)
-        alpha = self.alphas_cumprod[state_t].reshape(-1, 1, 1, 1)
-        return (self.init_latent * torch.sqrt(alpha)).add_(self.noise * torch.sqrt(1 - alpha))
-
-    def _pinned_prediction(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.levels, SigmaLevels):
-            return self.init_latent  # a denoiser's prediction is x0
-        # eps such that the sampler's x0 estimate (x - sqrt(1 - a) eps) / sqrt(a) is the original
-        alpha = self._timestep_alpha(level_rows.to(self.alphas_cumprod.device)).reshape(-1, 1, 1, 1)
-        return (x - torch.sqrt(alpha) * self.init_latent) / torch.sqrt(1 - alpha)
-
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
-        """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels (None: no work)."""
-        level = float(level_rows.max())  # one device sync per call
+        """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels (None: none pinned)."""
+        level = float(level_rows.max())  # the one device sync of a call
         step, at_step_start = self.tracker.observe(level)
-        self.calls.append((step, level, at_step_start))
-        if step > self._last_busy_step:
+        if self.observer is not None:
+            self.observer.on_call(step, level, at_step_start)
+        # Step 0's released pixels already hold the host's own start latent.
+        resets_released = at_step_start and step > 0 and step in self._release_steps_present
+        if step > self._last_pinned_step and not resets_released:
             return None
         pinned, released_now = self._masks(step)
-        # Step 0's released pixels already hold the host's own start latent.
-        to_set = pinned | released_now if (at_step_start and step > 0) else pinned
-        if bool(to_set.any()):
-            renoised = self._renoised(level_rows).to(x.dtype)
-            x.copy_(torch.where(to_set, renoised, x, out=renoised))
-        return pinned
+        to_set = pinned | released_now if resets_released else pinned
+        renoised = self.levels.renoise(self.init_latent, self.noise, level_rows, self.run).to(x.dtype)
+        x.copy_(torch.where(to_set, renoised, x, out=renoised))
+        return pinned if step <= self._last_pinned_step else None
 
     def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | None) -> torch.Tensor:
         """The model's prediction with pinned pixels replaced by the original's."""
-        if pinned is None or not bool(pinned.any()):
+        if pinned is None:
             return prediction
-        return torch.where(pinned, self._pinned_prediction(x, level_rows).to(prediction.dtype), prediction)
+        return torch.where(pinned, self.levels.pinned_prediction(x, self.init_latent, level_rows).to(prediction.dtype), prediction)
 
     def wrap(self, forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         """``forward(x, level, *args, **kwargs)`` with the blend around it."""
@@ -199,6 +185,6 @@ class DifferentialDiffusion:
 
     def finalize(self, samples: torch.Tensor) -> torch.Tensor:
         """Sampler output with never-released pixels set to the original exactly."""
-        if not bool(self.never_released.any()):
+        if NEVER not in self._release_steps_present:
             return samples
         return torch.where(self.never_released, self.init_latent.to(samples.dtype), samples)

@@ -2,9 +2,10 @@
 
 A change map is a grayscale image: white (1.0) = change fully, black (0.0) =
 keep. Everything here works on float32 arrays of shape (height, width) with
-values in [0, 1] and is pure: inputs are never modified.
+values in [0, 1] and is pure: inputs are never modified. Option values come
+checked from ``args.DifferentialDiffusionArgs`` (the settings table).
 
-Pipeline (``prepare_map``)::
+Pipeline::
 
     decode_map -> align_map -> apply_options -> to_latent
 
@@ -25,20 +26,20 @@ Design decisions, in one place:
   aspect (never an error), then given the geometry A1111 gives the init image
   (``modules/images.py: resize_image`` and the "only masked" crop of
   ``StableDiffusionProcessingImg2Img.init``), with the same integer arithmetic.
-  The stretch and the mode's resize are composed into one resample per axis
-  (same geometry, one blur instead of two).
-* Resampling filter: exact area averaging where an axis shrinks, PIL-style
-  bilinear (triangle) where it grows or keeps its size. Both use PIL's pixel
-  centre convention, so map pixels land where the host's LANCZOS puts the init
+  The stretch and the mode's resize are composed into one PIL resample per
+  axis (a float "F" image and a fractional source box: same geometry, one
+  blur instead of two).
+* Resampling filter: PIL's BOX where an axis shrinks (area averaging, exact
+  block means for whole factors), BILINEAR where it grows. Both use PIL's
+  pixel centres, so map pixels land where the host's LANCZOS puts the init
   image's pixels; unlike LANCZOS they never overshoot, so a hard 0/1 edge does
   not ring into a halo of extra or missing change. Mode 2's edge fill bands
-  are exact copies of the edge row/column, which is what the host's
-  zero-height-box resize gives with this filter. Resampled values within
-  2**-20 of 1 snap to exactly 1, so white stays full change despite float32
-  rounding (black is exact by construction).
+  are copies of the edge row/column, which is what the host's zero-height-box
+  resize gives. Resampled values within 2**-20 of 1 snap to exactly 1, so
+  white stays full change despite float32 rounding (black is exact: a
+  weighted sum of zeros is 0).
 * Options apply after alignment, in the order invert -> gamma -> blur ->
-  remap, so ``blur`` is measured in output pixels. ``low > high`` is refused:
-  use ``invert`` to flip a map.
+  remap, so ``blur`` is measured in output pixels.
 * Latents: area averaging (exact 8x8 block means when sizes divide), so thin
   lines keep their mass instead of vanishing or aliasing.
 """
@@ -49,11 +50,9 @@ import base64
 import binascii
 import io
 import math
-import numbers
-import operator
 import re
 from dataclasses import dataclass
-from typing import Callable, NoReturn, Union
+from typing import NoReturn, Union
 
 import numpy as np
 import torch
@@ -65,9 +64,6 @@ from .errors import DifferentialDiffusionError
 MAX_MAP_PIXELS = 8192 * 8192
 """Largest map (and output) accepted, in pixels; checked before decoding."""
 
-MAX_BLUR = 256.0
-"""Largest ``MapOptions.blur`` (Gaussian sigma in output pixels)."""
-
 MAP_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 """Image formats decoded from bytes; others are refused."""
 
@@ -75,7 +71,6 @@ BLUR_TRUNCATE = 4.0
 """The Gaussian kernel is cut at ``ceil(BLUR_TRUNCATE * sigma)`` pixels."""
 
 MapSource = Union[Image.Image, np.ndarray, bytes, bytearray, memoryview, str]
-TapSource = Callable[[int, int], "tuple[np.ndarray, np.ndarray]"]
 
 _FIELD = "map"
 _WHITE_SNAP = 2.0**-20  # resampled white may round to 0.99999994; make it 1
@@ -287,30 +282,20 @@ def _luminance(color: np.ndarray, full: float) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def _real(field: str, value: object) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise DifferentialDiffusionError(field, f"must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise DifferentialDiffusionError(field, f"must be a finite number, got {number}")
-    return number
-
-
 @dataclass(frozen=True)
 class MapOptions:
-    """How a decoded, aligned map becomes strengths.
+    """How a decoded, aligned map becomes strengths (values checked by the args model).
 
     Applied in this order (``apply_options``):
 
     1. ``invert``: map -> 1 - map.
     2. ``gamma`` (> 0): map -> map ** gamma; > 1 weakens mid-grays, < 1
        strengthens them; 0 and 1 stay put.
-    3. ``blur`` (0..MAX_BLUR): Gaussian blur whose standard deviation is
-       ``blur`` output pixels, kernel cut at ceil(4 * blur) pixels, edges
-       mirrored without repeating the edge pixel ("reflect"). 0 = off.
+    3. ``blur``: Gaussian blur whose standard deviation is ``blur`` output
+       pixels, kernel cut at ceil(4 * blur) pixels, edges mirrored without
+       repeating the edge pixel ("reflect"). 0 = off.
     4. ``low``/``high`` (0 <= low <= high <= 1): strength = low + (high - low)
-       * map, so black becomes ``low`` and white ``high``. low > high is
-       refused; use ``invert`` to flip a map.
+       * map, so black becomes ``low`` and white ``high``.
 
     The defaults change nothing.
     """
@@ -320,25 +305,6 @@ class MapOptions:
     blur: float = 0.0
     low: float = 0.0
     high: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.invert, (bool, np.bool_)):
-            raise DifferentialDiffusionError("invert", f"must be true or false, got {self.invert!r}")
-        object.__setattr__(self, "invert", bool(self.invert))
-        for field in ("gamma", "blur", "low", "high"):
-            object.__setattr__(self, field, _real(field, getattr(self, field)))
-        if self.gamma <= 0.0:
-            raise DifferentialDiffusionError("gamma", f"must be greater than 0, got {self.gamma:g}")
-        if not 0.0 <= self.blur <= MAX_BLUR:
-            raise DifferentialDiffusionError("blur", f"must be between 0 and {MAX_BLUR:g} pixels, got {self.blur:g}")
-        for field in ("low", "high"):
-            if not 0.0 <= getattr(self, field) <= 1.0:
-                raise DifferentialDiffusionError(field, f"must be between 0 and 1, got {getattr(self, field):g}")
-        if self.low > self.high:
-            raise DifferentialDiffusionError(
-                "low",
-                f"must not exceed high ({self.low:g} > {self.high:g}); use invert to flip the map",
-            )
 
     @property
     def is_identity(self) -> bool:
@@ -350,8 +316,6 @@ def apply_options(map_hw: np.ndarray, options: MapOptions) -> np.ndarray:
 
     Never modifies ``map_hw``; with default options it is returned as is.
     """
-    if not isinstance(options, MapOptions):
-        raise DifferentialDiffusionError("options", f"must be MapOptions, got {type(options).__name__}")
     result = _as_map(map_hw)
     if options.is_identity:
         return result
@@ -375,108 +339,34 @@ def apply_options(map_hw: np.ndarray, options: MapOptions) -> np.ndarray:
 def gaussian_blur(map_hw: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur, sigma in pixels, reflect edges (see MapOptions).
 
-    Returns a new array; sigma 0 is a plain copy.
+    Two 1-D convolutions (torch); direct summation, so pixels farther than the
+    kernel from any non-zero pixel stay exactly 0. Returns a new array.
     """
-    sigma = MapOptions(blur=sigma).blur  # same validation as the option
     result = _as_map(map_hw)
-    if sigma == 0.0:
+    if sigma <= 0.0:
         return result.copy()
     radius = int(math.ceil(BLUR_TRUNCATE * sigma))
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).astype(np.float32)
-    offsets_int = np.arange(-radius, radius + 1)[None, :]
-    for axis in (0, 1):
-        n = result.shape[axis]
-
-        def taps_for(start: int, stop: int, n: int = n) -> tuple[np.ndarray, np.ndarray]:
-            taps = _reflect(np.arange(start, stop)[:, None] + offsets_int, n)
-            return taps, np.broadcast_to(kernel, taps.shape)
-
-        result = _apply_taps(result, axis, n, taps_for)
-    return _finish(result)
+    kernel = torch.from_numpy((kernel / kernel.sum()).astype(np.float32))
+    blurred = torch.from_numpy(np.ascontiguousarray(result))[None, None]
+    for axis in (2, 3):
+        n = blurred.shape[axis]
+        # Reflect padding of any width (torch's own refuses pads >= the size).
+        taps = torch.from_numpy(_reflect(np.arange(-radius, n + radius), n))
+        padded = blurred.index_select(axis, taps)
+        weights = kernel.reshape((1, 1, -1, 1) if axis == 2 else (1, 1, 1, -1))
+        blurred = F.conv2d(padded, weights)
+    return _finish(blurred[0, 0].numpy().copy())
 
 
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:
     # numpy's "reflect" padding (d c b | a b c d | c b a) for any offset.
     if n == 1:
-        return np.zeros_like(index, dtype=np.intp)
+        return np.zeros_like(index, dtype=np.int64)
     period = 2 * (n - 1)
     index = np.mod(index, period)
-    return np.where(index < n, index, period - index).astype(np.intp)
-
-
-# --------------------------------------------------------------------------
-# Resampling (shared by alignment and blur)
-# --------------------------------------------------------------------------
-
-
-def _apply_taps(array: np.ndarray, axis: int, n_out: int, taps_for: TapSource) -> np.ndarray:
-    """out[i] = sum_k weights[i, k] * array[taps[i, k]] along ``axis``.
-
-    ``taps_for(start, stop)`` gives (taps, weights) for outputs start..stop-1.
-    Done as a band of small dense matrix products: one BLAS call per block of
-    outputs, reading only the input rows/columns that block needs. Fast for
-    narrow filters and wide ones alike (the band just widens).
-    """
-    shape = (n_out, array.shape[1]) if axis == 0 else (array.shape[0], n_out)
-    out = np.empty(shape, dtype=np.float32)
-    # Block sizes measured on a 2-core CPU: row passes are memory-bound and
-    # like small blocks, column passes like fewer, larger BLAS calls.
-    minimum = 4 if axis == 0 else 32
-    start, block = 0, minimum
-    while start < n_out:
-        taps, weights = taps_for(start, min(start + block, n_out))
-        rows = taps.shape[0]
-        low, high = int(taps.min()), int(taps.max()) + 1
-        flat = (np.arange(rows)[:, None] * (high - low) + (taps - low)).ravel()
-        dense = np.bincount(flat, weights=np.ravel(weights), minlength=rows * (high - low))
-        dense = dense.astype(np.float32).reshape(rows, high - low)
-        if axis == 0:
-            np.dot(dense, array[low:high], out=out[start : start + rows])
-        else:
-            out[:, start : start + rows] = array[:, low:high] @ dense.T
-        start += rows
-        block = min(256, max(minimum, taps.shape[1]))
-    return out
-
-
-def _axis_taps(in_size: int, in0: float, in1: float, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Taps mapping input span [in0, in1] onto ``out_size`` pixels (PIL centres)."""
-    scale = (in1 - in0) / out_size
-    if scale > 1.0:
-        # Shrinking: exact area average of the input covered by each output.
-        edges = in0 + np.arange(out_size + 1) * scale
-        edges[-1] = in1
-        lo, hi = edges[:-1, None], edges[1:, None]
-        first = np.floor(lo).astype(np.intp)
-        count = int(np.ceil(hi - first).max())
-        taps = first + np.arange(count)[None, :]
-        weights = np.clip(np.minimum(taps + 1, hi) - np.maximum(taps, lo), 0.0, None)
-        weights /= weights.sum(axis=1, keepdims=True)
-        return np.minimum(taps, in_size - 1), weights
-    # Growing (or scale 0 for the edge bands): triangle between the two
-    # nearest pixel centres, clamped at the edges like PIL's BILINEAR.
-    position = in0 + (np.arange(out_size) + 0.5) * scale - 0.5
-    left = np.floor(position)
-    frac = (position - left)[:, None]
-    taps = left.astype(np.intp)[:, None] + np.arange(2)[None, :]
-    weights = np.concatenate([1.0 - frac, frac], axis=1)
-    return np.clip(taps, 0, in_size - 1), weights
-
-
-def _resample(array: np.ndarray, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
-    """Resize the ``box`` (x0, y0, x1, y1, PIL's convention) of ``array`` to width x height."""
-    x0, y0, x1, y1 = box
-    for axis, (lo, hi, size) in enumerate(((y0, y1, height), (x0, x1, width))):
-        if hi - lo == size and float(lo).is_integer():
-            # Same size at a whole-pixel offset: a plain crop, no filtering.
-            start = int(lo)
-            array = array[start : start + size] if axis == 0 else array[:, start : start + size]
-            continue
-        taps, weights = _axis_taps(array.shape[axis], lo, hi, size)
-        array = _apply_taps(array, axis, size, lambda a, b, t=taps, w=weights: (t[a:b], w[a:b]))
-    return array
+    return np.where(index < n, index, period - index).astype(np.int64)
 
 
 # --------------------------------------------------------------------------
@@ -484,117 +374,87 @@ def _resample(array: np.ndarray, box: tuple[float, float, float, float], width: 
 # --------------------------------------------------------------------------
 
 
-def _positive_int(field: str, value: object) -> int:
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        raise DifferentialDiffusionError(field, f"must be an integer, got {value!r}") from None
-    if number <= 0:
-        raise DifferentialDiffusionError(field, f"must be positive, got {number}")
-    return number
-
-
-def _int_tuple(field: str, value: object, length: int) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or len(value) != length:
-        raise DifferentialDiffusionError(field, f"must be {length} integers, got {value!r}")
-    try:
-        if any(isinstance(v, (bool, np.bool_)) for v in value):
-            raise TypeError
-        return tuple(operator.index(v) for v in value)
-    except TypeError:
-        raise DifferentialDiffusionError(field, f"must be {length} integers, got {value!r}") from None
-
-
 @dataclass(frozen=True)
-class _Geometry:
+class Geometry:
+    """Where img2img puts the init image in the output: A1111's ``resize_image``
+    for ``resize_mode`` or, for inpaint "only masked", ``crop_region`` (x1, y1,
+    x2, y2 in init-image pixels) resized and filled to width x height."""
+
     init_size: tuple[int, int]
     width: int
     height: int
-    resize_mode: int
-    crop_region: tuple[int, int, int, int] | None
+    resize_mode: int = 0
+    crop_region: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        init_w, init_h = self.init_size
+        if min(init_w, init_h, self.width, self.height) <= 0:
+            raise DifferentialDiffusionError("size", f"init image {init_w}x{init_h} and output {self.width}x{self.height} must not be empty")
+        if self.width * self.height > MAX_MAP_PIXELS:
+            raise DifferentialDiffusionError("size", f"output {self.width}x{self.height} exceeds {MAX_MAP_PIXELS} pixels")
+        if self.resize_mode not in (0, 1, 2, 3):
+            raise DifferentialDiffusionError("resize_mode", f"must be 0, 1, 2 or 3, got {self.resize_mode!r}")
+        if self.crop_region is not None:
+            x1, y1, x2, y2 = self.crop_region
+            if not (0 <= x1 < x2 <= init_w and 0 <= y1 < y2 <= init_h):
+                raise DifferentialDiffusionError("crop_region", f"{self.crop_region} is not a non-empty box inside the {init_w}x{init_h} init image")
+
+    @property
+    def image_resize_mode(self) -> int:
+        """The ``resize_image`` mode of the init image's pixels: mode 3 (latent upscale)
+        resizes the latent bilinearly, which is the same stretch as mode 0."""
+        return 0 if self.resize_mode == 3 else self.resize_mode
+
+    @property
+    def frame(self) -> tuple[int, int, int, int]:
+        """The box of the output inside which the init image's content lies (the crop for "only masked")."""
+        return self.crop_region if self.crop_region is not None else (0, 0, self.width, self.height)
 
 
-def _check_geometry(
-    init_size: object, width: object, height: object, resize_mode: object, crop_region: object
-) -> _Geometry:
-    init_w, init_h = _int_tuple("init_size", init_size, 2)
-    if init_w <= 0 or init_h <= 0:
-        raise DifferentialDiffusionError("init_size", f"must be positive, got {init_size!r}")
-    width, height = _positive_int("width", width), _positive_int("height", height)
-    if width * height > MAX_MAP_PIXELS:
-        raise DifferentialDiffusionError("width", f"output {width}x{height} exceeds {MAX_MAP_PIXELS} pixels")
-    if isinstance(resize_mode, (bool, np.bool_)) or resize_mode not in (0, 1, 2, 3):
-        raise DifferentialDiffusionError("resize_mode", f"must be 0, 1, 2 or 3, got {resize_mode!r}")
-    if crop_region is not None:
-        x1, y1, x2, y2 = crop_region = _int_tuple("crop_region", crop_region, 4)
-        if not (0 <= x1 < x2 <= init_w and 0 <= y1 < y2 <= init_h):
-            raise DifferentialDiffusionError(
-                "crop_region", f"{crop_region} is not a non-empty box inside the {init_w}x{init_h} init image"
-            )
-    return _Geometry((init_w, init_h), width, height, int(resize_mode), crop_region)
-
-
-def align_map(
-    map_hw: np.ndarray,
-    *,
-    init_size: tuple[int, int],
-    width: int,
-    height: int,
-    resize_mode: int,
-    crop_region: tuple[int, int, int, int] | None = None,
-) -> np.ndarray:
+def align_map(map_hw: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Give a map the geometry A1111's img2img gives the init image.
 
-    ``init_size`` is the (width, height) of the original init image; the map
-    is stretched over it first, whatever the map's own size. Then:
-
-    * ``crop_region`` (x1, y1, x2, y2 in init-image pixels; inpaint "only
-      masked"): crop that box, then resize mode 2 ("resize and fill") to
-      width x height, as ``processing.py`` does. ``resize_mode`` is ignored.
-    * resize_mode 0 (just resize) and 3 (just resize, latent upscale; the host
-      resizes the latent bilinearly, which is the same stretch): stretch.
-    * 1 (crop and resize): scale to cover, centre, cut the overflow.
-    * 2 (resize and fill): scale to fit, centre, fill the bands by stretching
-      the edge rows/columns.
+    The map is stretched over the init image first, whatever its own size.
+    Then: ``crop_region`` crops that box and fits it like resize mode 2
+    ("resize and fill"), as ``processing.py`` does; otherwise mode 0 (and 3)
+    stretch, 1 scales to cover and cuts the overflow, 2 scales to fit and
+    fills the bands by stretching the edge rows/columns.
 
     Returns a new float32 (height, width) array in [0, 1].
     """
-    geometry = _check_geometry(init_size, width, height, resize_mode, crop_region)
-    return _align(_as_map(map_hw), geometry)
-
-
-def _align(map_hw: np.ndarray, g: _Geometry) -> np.ndarray:
-    init_w, init_h = g.init_size
+    map_hw = _as_map(map_hw)
+    init_w, init_h = geometry.init_size
     map_h, map_w = map_hw.shape
     # An init-image box, in map pixels: stretching the map over the init
     # image and then cropping is the same as resampling this box directly.
-    x1, y1, x2, y2 = g.crop_region or (0, 0, init_w, init_h)
+    x1, y1, x2, y2 = geometry.crop_region or (0, 0, init_w, init_h)
     box = (x1 * map_w / init_w, y1 * map_h / init_h, x2 * map_w / init_w, y2 * map_h / init_h)
-    mode = 2 if g.crop_region else (0 if g.resize_mode == 3 else g.resize_mode)
-    result = _resize_image(mode, map_hw, box, (x2 - x1, y2 - y1), g.width, g.height)
+    mode = 2 if geometry.crop_region else geometry.image_resize_mode
+    result = _resize_image(mode, Image.fromarray(map_hw, "F"), box, (x2 - x1, y2 - y1), geometry.width, geometry.height)
     return _finish(np.array(result, dtype=np.float32, order="C"))  # a fresh copy
 
 
-def _resize_image(
-    mode: int,
-    map_hw: np.ndarray,
-    box: tuple[float, float, float, float],
-    image_size: tuple[int, int],
-    width: int,
-    height: int,
-) -> np.ndarray:
-    """``modules/images.py: resize_image`` for the image of ``image_size``
-    whose pixels are ``box`` of ``map_hw``; same integer arithmetic."""
-    im_w, im_h = image_size
+def _resample(image: Image.Image, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
+    """``box`` (PIL's convention) of a float image resized to width x height: per axis,
+    BOX when it shrinks, BILINEAR when it grows; a plain copy at the same size."""
+    x0, y0, x1, y1 = box
+    if (x1 - x0, y1 - y0) == (width, height) and float(x0).is_integer() and float(y0).is_integer():
+        return np.asarray(image.crop((int(x0), int(y0), int(x0) + width, int(y0) + height)))
+    horizontal = Image.BOX if x1 - x0 > width else Image.BILINEAR
+    vertical = Image.BOX if y1 - y0 > height else Image.BILINEAR
+    if horizontal == vertical:
+        return np.asarray(image.resize((width, height), horizontal, box=box))
+    # One axis at a time: PIL resamples each axis separately anyway.
+    rows = image.resize((width, image.height), horizontal, box=(x0, 0, x1, image.height))
+    return np.asarray(rows.resize((width, height), vertical, box=(0, y0, width, y1)))
 
-    def resize(w: int, h: int) -> np.ndarray:
-        return _resample(map_hw, box, w, h)
 
+def _resize_image(mode: int, image: Image.Image, box: tuple[float, float, float, float], image_size: tuple[int, int], width: int, height: int) -> np.ndarray:
+    """``modules/images.py: resize_image`` for the image of ``image_size`` whose
+    pixels are ``box`` of ``image``; the host's integer arithmetic."""
     if mode == 0:
-        return resize(width, height)
-
+        return _resample(image, box, width, height)
+    im_w, im_h = image_size
     ratio = width / height
     src_ratio = im_w / im_h
     if mode == 1:
@@ -603,26 +463,19 @@ def _resize_image(
     else:
         src_w = width if ratio < src_ratio else im_w * height // im_h
         src_h = height if ratio >= src_ratio else im_h * width // im_w
-
-    resized = resize(src_w, src_h)
+    resized = _resample(image, box, src_w, src_h)
     result = np.zeros((height, width), dtype=np.float32)  # host: black canvas
-    _paste(result, resized, width // 2 - src_w // 2, height // 2 - src_h // 2)
-
+    left, top = width // 2 - src_w // 2, height // 2 - src_h // 2
+    _paste(result, resized, left, top)
     if mode == 2:
-        # The host fills the bands with a resize of a zero-height (or width)
-        # box on the edge; with our filter that is the edge row/column.
-        if ratio < src_ratio:
-            fill_height = height // 2 - src_h // 2
-            if fill_height > 0:
-                _paste(result, _resample(resized, (0, 0, width, 0), width, fill_height), 0, 0)
-                bottom = (0, src_h, width, src_h)
-                _paste(result, _resample(resized, bottom, width, fill_height), 0, fill_height + src_h)
-        elif ratio > src_ratio:
-            fill_width = width // 2 - src_w // 2
-            if fill_width > 0:
-                _paste(result, _resample(resized, (0, 0, 0, height), fill_width, height), 0, 0)
-                right = (src_w, 0, src_w, height)
-                _paste(result, _resample(resized, right, fill_width, height), fill_width + src_w, 0)
+        # The host fills the bands with a resize of a zero-height (or -width)
+        # box on the edge row (column): that row stretched over the band.
+        if ratio < src_ratio and top > 0:
+            _paste(result, np.broadcast_to(resized[:1], (top, src_w)), 0, 0)
+            _paste(result, np.broadcast_to(resized[-1:], (top, src_w)), 0, top + src_h)
+        elif ratio > src_ratio and left > 0:
+            _paste(result, np.broadcast_to(resized[:, :1], (src_h, left)), 0, 0)
+            _paste(result, np.broadcast_to(resized[:, -1:], (src_h, left)), left + src_w, 0)
     return result
 
 
@@ -637,13 +490,7 @@ def _paste(canvas: np.ndarray, tile: np.ndarray, x: int, y: int) -> None:
 
 
 def _finish(result: np.ndarray) -> np.ndarray:
-    """Clip a resampled/blurred map to [0, 1], in place.
-
-    Filter weights sum to 1 only up to float32 rounding, so a white area can
-    come out as 0.99999994; white must stay exactly 1 (full change), so
-    values within 2**-20 of 1 snap to 1. Black needs no snapping: a weighted
-    sum of zeros is exactly 0.
-    """
+    """Clip a resampled/blurred map to [0, 1], in place; white within 2**-20 of 1 becomes 1."""
     np.clip(result, 0.0, 1.0, out=result)
     result[result > 1.0 - _WHITE_SNAP] = 1.0
     return result
@@ -659,7 +506,7 @@ def _as_map(map_hw: object) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# Latents and the whole pipeline
+# Latents
 # --------------------------------------------------------------------------
 
 
@@ -669,48 +516,7 @@ def to_latent(map_hw: np.ndarray, latent_hw: tuple[int, int]) -> torch.Tensor:
     When h and w are multiples of lh and lw (the usual x8), every latent
     pixel is the exact mean of its block, so a 1-pixel line becomes 1/8
     instead of vanishing or aliasing. Otherwise torch's adaptive average
-    pooling (slightly overlapping bins) is used.
+    pooling (slightly overlapping bins) is used. Never shares memory with the map.
     """
-    latent_h, latent_w = _int_tuple("latent_hw", latent_hw, 2)
-    if latent_h <= 0 or latent_w <= 0:
-        raise DifferentialDiffusionError("latent_hw", f"must be positive, got {latent_hw!r}")
     source = torch.from_numpy(np.ascontiguousarray(_as_map(map_hw)))[None, None]
-    latent = F.adaptive_avg_pool2d(source, (latent_h, latent_w))
-    # The pooled tensor never shares memory with the map (tested).
-    return latent
-
-
-@dataclass(frozen=True)
-class PreparedMap:
-    """A map ready for sampling: ``pixels`` (height, width) float32 strengths
-    in [0, 1]; ``latent`` [1, 1, lh, lw] float32 (None unless asked for)."""
-
-    pixels: np.ndarray
-    latent: torch.Tensor | None = None
-
-
-def prepare_map(
-    source: MapSource,
-    options: MapOptions | None = None,
-    *,
-    init_size: tuple[int, int],
-    width: int,
-    height: int,
-    resize_mode: int,
-    crop_region: tuple[int, int, int, int] | None = None,
-    latent_hw: tuple[int, int] | None = None,
-) -> PreparedMap:
-    """decode -> align -> apply_options -> to_latent.
-
-    Options apply after alignment, so ``blur`` is in output pixels. The
-    geometry is validated before the (possibly large) map is decoded.
-    """
-    options = MapOptions() if options is None else options
-    if not isinstance(options, MapOptions):
-        raise DifferentialDiffusionError("options", f"must be MapOptions, got {type(options).__name__}")
-    geometry = _check_geometry(init_size, width, height, resize_mode, crop_region)
-    if latent_hw is not None:
-        _int_tuple("latent_hw", latent_hw, 2)
-    pixels = apply_options(_align(decode_map(source), geometry), options)
-    latent = None if latent_hw is None else to_latent(pixels, latent_hw)
-    return PreparedMap(pixels=pixels, latent=latent)
+    return F.adaptive_avg_pool2d(source, tuple(latent_hw))

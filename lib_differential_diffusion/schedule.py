@@ -9,13 +9,17 @@ re-noised original before that.
 
 Levels are what the sampler passes to its denoiser: sigma for k-diffusion
 samplers, the timestep for DDIM/PLMS/UniPC. Both fall as sampling proceeds.
+Each family also knows how the host noises the original to a level (its
+``start_latent`` rule, handed in by the host adapter: the model's own noise
+function and the host's extra noise) and what prediction keeps a pinned
+pixel on that path.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import astuple, dataclass
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 
@@ -27,6 +31,20 @@ NEVER = torch.iinfo(torch.int32).max
 # steps / strength entries; past this many, the pixel counts as unchanged
 # instead of building a huge table (A1111's timestep table stops at 1000).
 MAX_TOTAL_STEPS = 1000
+
+StartLatent = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(init, noise, level) -> start latent``: where the host's img2img starts at a
+noise level (``level`` broadcasts over the latent: one value per batch row)."""
+
+
+def additive_noise(init: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """k-diffusion's img2img start ``x + noise * sigma`` (one fresh latent; addition commutes bit for bit)."""
+    return (noise * sigma).add_(init)
+
+
+def ddpm_noise(init: torch.Tensor, noise: torch.Tensor, alpha_cumprod: torch.Tensor) -> torch.Tensor:
+    """Timestep samplers' img2img start ``x * sqrt(a) + noise * sqrt(1 - a)``."""
+    return (init * torch.sqrt(alpha_cumprod)).add_(noise * torch.sqrt(1 - alpha_cumprod))
 
 
 @dataclass(frozen=True)
@@ -57,16 +75,26 @@ class NoiseLevels(Protocol):
     def eval_levels(self, start: Img2ImgStart) -> torch.Tensor:
         """Per run step: the level at which the step's first model call happens."""
 
+    def renoise(self, init: torch.Tensor, noise: torch.Tensor, level_rows: torch.Tensor, run: Img2ImgStart) -> torch.Tensor:
+        """The original at the state's level for a call at ``level_rows``, exactly as the host's img2img starts there."""
+
+    def pinned_prediction(self, x: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
+        """The model output that keeps a pixel whose state is ``x`` on the original's path."""
+
 
 class SigmaLevels:
     """k-diffusion samplers: ``sigma_sched = sigmas[steps - t_enc - 1:]``, state = x0 + sigma * noise.
 
     ``sigmas_for_steps(n)`` must return the host's schedule for ``n`` steps
-    (``KDiffusionSampler.get_sigmas``), ending with 0.
+    (``KDiffusionSampler.get_sigmas``), ending with 0; ``start_latent`` the
+    host's img2img start at a sigma (flow models: ``x (1 - sigma) + noise sigma``).
+    The denoiser predicts x0, so predicting the original keeps a pixel on
+    the path (Euler moves a state along it exactly, for either rule).
     """
 
-    def __init__(self, sigmas_for_steps: Callable[[int], torch.Tensor]) -> None:
+    def __init__(self, sigmas_for_steps: Callable[[int], torch.Tensor], start_latent: StartLatent = additive_noise) -> None:
         self._sigmas_for_steps = sigmas_for_steps
+        self._start_latent = start_latent
         self._cache: dict[int, torch.Tensor] = {}
 
     def sigmas(self, total_steps: int) -> torch.Tensor:
@@ -86,6 +114,12 @@ class SigmaLevels:
     def eval_levels(self, start: Img2ImgStart) -> torch.Tensor:
         return self.step_levels(start)
 
+    def renoise(self, init: torch.Tensor, noise: torch.Tensor, level_rows: torch.Tensor, run: Img2ImgStart) -> torch.Tensor:
+        return self._start_latent(init, noise, level_rows.reshape(-1, 1, 1, 1))
+
+    def pinned_prediction(self, x: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
+        return init
+
 
 class TimestepLevels:
     """A1111's timestep samplers (``sd_samplers_timesteps``).
@@ -96,11 +130,21 @@ class TimestepLevels:
     its call's level). A pixel released at a call must start exactly like
     img2img starting there, so pinned pixels are set one table entry above
     the call's timestep (``state_timestep``).
-    ``timesteps_for_steps(n)`` must return the host's table (``get_timesteps``).
+    ``timesteps_for_steps(n)`` must return the host's table (``get_timesteps``);
+    ``alphas_cumprod`` is the model's; ``start_latent`` takes alpha_cumprod
+    as its level. The model predicts eps: a pinned pixel gets the eps that
+    makes the sampler's x0 estimate the original.
     """
 
-    def __init__(self, timesteps_for_steps: Callable[[int], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        timesteps_for_steps: Callable[[int], torch.Tensor],
+        alphas_cumprod: torch.Tensor,
+        start_latent: StartLatent = ddpm_noise,
+    ) -> None:
         self._timesteps_for_steps = timesteps_for_steps
+        self.alphas_cumprod = alphas_cumprod
+        self._start_latent = start_latent
         self._cache: dict[int, torch.Tensor] = {}
 
     def timesteps(self, total_steps: int) -> torch.Tensor:
@@ -122,9 +166,27 @@ class TimestepLevels:
 
     def state_timestep(self, start: Img2ImgStart, call_timesteps: torch.Tensor) -> torch.Tensor:
         """Timestep img2img would start from for a first call at ``call_timesteps``: the next table entry up."""
-        table = self.timesteps(start.total_steps)
-        above = torch.searchsorted(table, call_timesteps.detach().to("cpu", torch.float64).contiguous(), right=True)
+        # On the calls' device: no sync.
+        table = self.timesteps(start.total_steps).to(call_timesteps.device)
+        above = torch.searchsorted(table, call_timesteps.detach().to(torch.float64).contiguous(), right=True)
         return table[above.clamp(max=len(table) - 1)].long()
+
+    def renoise(self, init: torch.Tensor, noise: torch.Tensor, level_rows: torch.Tensor, run: Img2ImgStart) -> torch.Tensor:
+        state_t = self.state_timestep(run, level_rows).to(self.alphas_cumprod.device)
+        return self._start_latent(init, noise, self.alphas_cumprod[state_t].reshape(-1, 1, 1, 1))
+
+    def pinned_prediction(self, x: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
+        # eps such that the sampler's x0 estimate (x - sqrt(1 - a) eps) / sqrt(a) is the original
+        alpha = self._alpha_at(level_rows.to(self.alphas_cumprod.device)).reshape(-1, 1, 1, 1)
+        return (x - torch.sqrt(alpha) * init) / torch.sqrt(1 - alpha)
+
+    def _alpha_at(self, t: torch.Tensor) -> torch.Tensor:
+        """alphas_cumprod at (possibly fractional, for UniPC) timesteps, per row."""
+        table = self.alphas_cumprod
+        low = t.floor().clamp(0, len(table) - 1).long()
+        high = (low + 1).clamp(max=len(table) - 1)
+        fraction = (t - low.to(t.dtype)).to(table.dtype)
+        return torch.where(fraction == 0, table[low], torch.lerp(table[low], table[high], fraction))
 
 
 def _img2img_start_keys(strengths: torch.Tensor, steps: int, fix_steps: bool) -> torch.Tensor:
@@ -190,3 +252,38 @@ def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, step
     while int(min(one_step, 0.999) * steps) < 1:  # 1/49 * 49 is 0.999...
         one_step = math.nextafter(one_step, 1.0)
     return max(start, min(one_step, run_strength))
+
+
+@dataclass(frozen=True)
+class StepCounting:
+    """What in the host counts steps from the run's start; any of them forbids step skipping."""
+
+    fix_steps: bool = False  # img2img_fix_steps: the schedule depends on the strength
+    skip_early_cfg: bool = False  # CFG off for the first steps, by step fraction
+    uncond_every_other_call: bool = False  # negative guidance minimum sigma alternates by call count
+    refiner_switch_by_steps: bool = False
+    sampler_needs_its_steps: bool = False  # UniPC fails with fewer steps than its order
+    prompt_schedules: bool = False  # prompt editing [a:b:step]
+
+
+def can_skip_steps(counting: StepCounting) -> bool:
+    """Skip the all-pinned first steps unless something counts steps from the run's start."""
+    return not any(astuple(counting))
+
+
+def has_prompt_schedules(conditionings: Iterable[Any]) -> bool:
+    """Whether any prompt switches by step (``[a:b:step]``).
+
+    Takes the host's conditionings: a MulticondLearnedConditioning (per image:
+    composable prompts, each with its schedules) or a list per image of
+    scheduled conditionings.
+    """
+    for conditioning in conditionings:
+        for entries in getattr(conditioning, "batch", conditioning) or ():
+            if not isinstance(entries, (list, tuple)):
+                continue
+            if any(len(getattr(entry, "schedules", ())) > 1 for entry in entries):
+                return True
+            if len(entries) > 1 and not any(hasattr(entry, "schedules") for entry in entries):
+                return True
+    return False

@@ -79,6 +79,13 @@ def timesteps_for_steps(steps: int) -> torch.Tensor:
     return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
 
 
+class CallLog(list):
+    """An engine observer: (step, level, at step start) of every model call."""
+
+    def on_call(self, step: int, level: float, at_step_start: bool) -> None:
+        self.append((step, level, at_step_start))
+
+
 @dataclass
 class Run:
     """One img2img run's inputs."""
@@ -145,6 +152,7 @@ def kdiffusion_img2img(
             run_strength=run.strength,
             fix_steps=run.fix_steps,
             boundary_call_ends_step=boundary,
+            observer=CallLog(),
         )
         model = engine.wrap(denoiser)
     torch.manual_seed(run.seed)  # ancestral samplers draw with torch.randn_like
@@ -205,11 +213,11 @@ def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | N
             pixel_strengths=pixel_strengths,
             init_latent=run.init,
             noise=run.noise,
-            levels=TimestepLevels(timesteps_for_steps),
+            levels=TimestepLevels(timesteps_for_steps, ALPHAS_CUMPROD),
             steps=run.steps,
             run_strength=run.strength,
             fix_steps=run.fix_steps,
-            alphas_cumprod=ALPHAS_CUMPROD,
+            observer=CallLog(),
         )
         model = engine.wrap(model)
     torch.manual_seed(run.seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tiny_denoiser import ALPHAS_CUMPROD
 from a1111_sampling import K_SAMPLERS, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser
 from lib_differential_diffusion.blend import DifferentialDiffusion, StepTracker
 from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, release_steps, skip_start_strength
@@ -225,7 +226,7 @@ def test_release_with_img2img_fix_steps_follows_noise_levels():
 
 
 def test_timestep_release_matches_ddim_start_levels():
-    levels = TimestepLevels(lambda n: torch.clip(torch.arange(0, 1000, 1000 // n) + 1, 0, 999))
+    levels = TimestepLevels(lambda n: torch.clip(torch.arange(0, 1000, 1000 // n) + 1, 0, 999), ALPHAS_CUMPROD)
     release = release_steps(torch.tensor([1.0, 0.5, 0.2, 0.1, 0.05], dtype=torch.float64), levels, steps=10, run_strength=1.0, fix_steps=False)
     # The run has t_enc - 1 = 8 DDIM steps; a pixel whose own img2img would make none stays unchanged.
     assert release.tolist() == [0, 4, 7, NEVER, NEVER]
@@ -240,14 +241,14 @@ def test_heun_calls_at_the_next_level_stay_in_their_step(denoiser):
         expected.append((step, float(sigmas[step]), True))
         if step < 5:
             expected.append((step, float(sigmas[step + 1]), False))
-    assert [(s, round(level, 4), start) for s, level, start in engine.calls] == [(s, round(level, 4), start) for s, level, start in expected]
+    assert [(s, round(level, 4), start) for s, level, start in engine.observer] == [(s, round(level, 4), start) for s, level, start in expected]
 
 
 def test_midpoint_calls_belong_to_their_step(denoiser):
     init, noise = latents()
     _, engine = kdiffusion_img2img("DPM2", denoiser, Run(init, noise, 1.0, 6), pixel_strengths=uniform(0.5))
-    steps = [step for step, _, _ in engine.calls]
-    starts = [start for _, _, start in engine.calls]
+    steps = [step for step, _, _ in engine.observer]
+    starts = [start for _, _, start in engine.observer]
     assert steps == sorted(steps) and steps.count(0) == 2 and steps[-1] == len(set(steps)) - 1
     assert starts[0::2] == [True] * len(starts[0::2]) and not any(starts[1::2])
 
@@ -271,15 +272,22 @@ def test_skip_start_strength_keeps_at_least_one_encoded_step():
 def test_no_work_and_no_random_draws_once_nothing_is_pinned(denoiser):
     init, noise = latents()
     strengths = uniform(1.0)
-    strengths[..., :4] = 0.5  # released at step 5 of 10
+    strengths[..., :4] = 0.5  # t_enc 9 - 5: pinned in steps 0-3, released (reset) at step 4
     levels = SigmaLevels(lambda n: denoiser.get_sigmas(n))
     engine = DifferentialDiffusion(pixel_strengths=strengths, init_latent=init, noise=noise, levels=levels, steps=10, run_strength=1.0)
     sigmas = denoiser.get_sigmas(10)
     state = torch.get_rng_state()
     x = init + noise * sigmas[0]
-    decisions = [engine.before_call(x, sigmas[i].reshape(1)) for i in range(10)]
+    decisions, states = [], []
+    for i in range(10):
+        decisions.append(engine.before_call(x, sigmas[i].reshape(1)))
+        states.append(x.clone())
+        x += 0.01  # the sampler moves on
     assert torch.equal(torch.get_rng_state(), state)
-    assert all(d is not None for d in decisions[:5]) and all(d is None for d in decisions[5:])
+    assert all(d is not None for d in decisions[:4]) and all(d is None for d in decisions[4:])
+    assert torch.equal(states[4][..., :4], init[..., :4] + noise[..., :4] * sigmas[4])  # the release reset
+    for i in range(5, 10):  # then the state is never touched again
+        assert torch.equal(states[i], states[i - 1] + 0.01)
     assert not DifferentialDiffusion(pixel_strengths=uniform(1.0), init_latent=init, noise=noise, levels=levels, steps=10, run_strength=1.0).active
 
 

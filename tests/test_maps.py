@@ -9,10 +9,8 @@ RGB images), because the host cannot be imported in CI.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -25,13 +23,12 @@ from PIL import Image, ImageFile
 from lib_differential_diffusion import maps
 from lib_differential_diffusion.errors import DifferentialDiffusionError
 from lib_differential_diffusion.maps import (
+    Geometry,
     MapOptions,
-    PreparedMap,
     align_map,
     apply_options,
     decode_map,
     gaussian_blur,
-    prepare_map,
     to_latent,
 )
 
@@ -302,13 +299,11 @@ def test_decode_refuses_bombs_before_decoding(monkeypatch, limit):
     if limit is None:  # a host may switch PIL's own check off
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     bomb = png_header(30000, 30000)
-    assert len(bomb) < 200
-    start = time.perf_counter()
+    assert len(bomb) < 200  # one row of pixel data: "too large" can only come from the header
     with expect_error("map", "too large"):
         decode_map(bomb)
     with expect_error("map", "too large"):
         decode_map(base64.b64encode(bomb).decode())
-    assert time.perf_counter() - start < 1.0
 
 
 def test_decode_refuses_images_over_our_limit_but_under_pils():
@@ -398,9 +393,8 @@ def test_blur_keeps_white_white_and_spreads_an_impulse_symmetrically():
     np.testing.assert_allclose(blurred, blurred[::-1, :], atol=1e-7)
     np.testing.assert_allclose(blurred, blurred.T, atol=1e-7)
     assert blurred[20, 20] == blurred.max() and blurred[0, 0] < 1e-6
-    for bad in (-1.0, float("nan"), 300.0):
-        with expect_error("blur"):
-            gaussian_blur(impulse, bad)
+    far = gaussian_blur(np.pad(impulse, 20), 2.0)  # beyond the kernel's reach: exactly 0
+    assert np.all(far[:, :20] == 0.0) and np.all(far[:20] == 0.0)
 
 
 def test_blur_comes_before_remap():
@@ -409,42 +403,6 @@ def test_blur_comes_before_remap():
     result = apply_options(m, MapOptions(blur=1.0, low=0.25, high=0.75))
     np.testing.assert_allclose(result, 0.25 + 0.5 * gaussian_blur(m, 1.0), atol=1e-6)
     assert result.min() >= np.float32(0.25)
-
-
-@pytest.mark.parametrize(
-    "kwargs, field, fragment",
-    [
-        ({"gamma": 0}, "gamma", "greater than 0"),
-        ({"gamma": -1.0}, "gamma", "greater than 0"),
-        ({"gamma": float("nan")}, "gamma", "finite"),
-        ({"gamma": float("inf")}, "gamma", "finite"),
-        ({"gamma": "2"}, "gamma", "number"),
-        ({"gamma": True}, "gamma", "number"),
-        ({"blur": -0.5}, "blur", "between 0 and 256"),
-        ({"blur": 256.5}, "blur", "between 0 and 256"),
-        ({"blur": float("nan")}, "blur", "finite"),
-        ({"low": -0.1}, "low", "between 0 and 1"),
-        ({"high": 1.5}, "high", "between 0 and 1"),
-        ({"high": float("-inf")}, "high", "finite"),
-        ({"low": 0.8, "high": 0.2}, "low", "invert"),
-        ({"invert": "yes"}, "invert", "true or false"),
-        ({"invert": 1}, "invert", "true or false"),
-    ],
-)
-def test_options_validation_names_the_field(kwargs, field, fragment):
-    with expect_error(field, fragment):
-        MapOptions(**kwargs)
-
-
-def test_options_are_frozen_and_normalised():
-    options = MapOptions(gamma=2, blur=np.float32(1.5), low=0, high=1, invert=np.bool_(True))
-    assert options.gamma == 2.0 and isinstance(options.gamma, float)
-    assert options.blur == 1.5 and type(options.blur) is float
-    assert options.invert is True
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        options.gamma = 3.0  # type: ignore[misc]
-    with expect_error("options"):
-        apply_options(np.zeros((2, 2), np.float32), {"gamma": 2})  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------- alignment
@@ -519,7 +477,7 @@ def test_map_lands_where_the_init_image_lands(mode, size, map_size):
     width, height = size
     host = np.asarray(host_init_image(init_image(), mode, width, height))
     image_mask = host[:, :, 0] > 127
-    aligned = align_map(block_map(*map_size), init_size=(INIT_W, INIT_H), width=width, height=height, resize_mode=mode)
+    aligned = align_map(block_map(*map_size), Geometry(init_size=(INIT_W, INIT_H), width=width, height=height, resize_mode=mode))
     assert aligned.shape == (height, width) and aligned.dtype == np.float32
     assert aligned.min() >= 0.0 and aligned.max() <= 1.0
     assert_same_footprint(aligned > 0.5, image_mask)
@@ -536,8 +494,7 @@ def test_only_masked_crop_lands_where_the_init_crop_lands(crop, size, map_size):
     host = np.asarray(host_init_image(init_image(), 0, width, height, crop=crop))
     for mode in (0, 1):  # the resize mode is irrelevant with a crop region
         aligned = align_map(
-            block_map(*map_size), init_size=(INIT_W, INIT_H), width=width, height=height, resize_mode=mode, crop_region=crop
-        )
+            block_map(*map_size), Geometry(init_size=(INIT_W, INIT_H), width=width, height=height, resize_mode=mode, crop_region=crop))
         assert aligned.shape == (height, width)
         assert_same_footprint(aligned > 0.5, host[:, :, 0] > 127)
 
@@ -546,11 +503,11 @@ def test_white_stays_exactly_white_and_canvas_gaps_match_the_host():
     white = np.ones((77, 123), np.float32)
     for mode in (0, 1, 3):
         for size in SIZES:
-            assert np.all(align_map(white, init_size=(INIT_W, INIT_H), width=size[0], height=size[1], resize_mode=mode) == 1.0)
+            assert np.all(align_map(white, Geometry(init_size=(INIT_W, INIT_H), width=size[0], height=size[1], resize_mode=mode)) == 1.0)
     # Mode 2 with an odd height and an even fitted height: the host's integer
     # arithmetic leaves the last row black; the map leaves it 0 (no change).
     host = np.asarray(host_resize_image(2, Image.new("RGB", (INIT_W, INIT_H), "white"), 150, 151))
-    aligned = align_map(white, init_size=(INIT_W, INIT_H), width=150, height=151, resize_mode=2)
+    aligned = align_map(white, Geometry(init_size=(INIT_W, INIT_H), width=150, height=151, resize_mode=2))
     black = host.max(axis=2) == 0
     assert black[150].all() and black.sum() == 150
     np.testing.assert_array_equal(aligned == 0.0, black)
@@ -559,7 +516,7 @@ def test_white_stays_exactly_white_and_canvas_gaps_match_the_host():
 
 def test_mode_2_fill_bands_copy_the_edge_rows():
     m = np.random.default_rng(5).random((40, 60), dtype=np.float32)  # same size as init
-    aligned = align_map(m, init_size=(60, 40), width=60, height=80, resize_mode=2)
+    aligned = align_map(m, Geometry(init_size=(60, 40), width=60, height=80, resize_mode=2))
     # 60x40 fits 60x80 unscaled at rows 20..59; bands copy rows 0 and 39.
     np.testing.assert_array_equal(aligned[20:60], m)
     np.testing.assert_array_equal(aligned[:20], np.broadcast_to(m[0], (20, 60)))
@@ -568,39 +525,38 @@ def test_mode_2_fill_bands_copy_the_edge_rows():
 
 def test_mode_1_crops_the_centre():
     m = np.random.default_rng(6).random((40, 80), dtype=np.float32)
-    aligned = align_map(m, init_size=(80, 40), width=40, height=40, resize_mode=1)
+    aligned = align_map(m, Geometry(init_size=(80, 40), width=40, height=40, resize_mode=1))
     np.testing.assert_array_equal(aligned, m[:, 20:60])
 
 
 def test_mode_3_is_a_stretch_and_identity_is_exact():
     m = np.random.default_rng(7).random((50, 70), dtype=np.float32)
     kwargs = {"init_size": (140, 100), "width": 96, "height": 64}
-    np.testing.assert_array_equal(align_map(m, resize_mode=3, **kwargs), align_map(m, resize_mode=0, **kwargs))
-    same = align_map(m, init_size=(70, 50), width=70, height=50, resize_mode=1)
+    np.testing.assert_array_equal(align_map(m, Geometry(resize_mode=3, **kwargs)), align_map(m, Geometry(resize_mode=0, **kwargs)))
+    same = align_map(m, Geometry(init_size=(70, 50), width=70, height=50, resize_mode=1))
     np.testing.assert_array_equal(same, m)
     assert not np.shares_memory(same, m)
 
 
 def test_downscaling_is_area_averaging():
     m = np.random.default_rng(8).random((64, 96), dtype=np.float32)
-    aligned = align_map(m, init_size=(96, 64), width=24, height=16, resize_mode=0)
+    aligned = align_map(m, Geometry(init_size=(96, 64), width=24, height=16, resize_mode=0))
     expected = m.reshape(16, 4, 24, 4).mean(axis=(1, 3))
     np.testing.assert_allclose(aligned, expected, atol=1e-6)
-    # Non-integer factor 5/3: split every pixel in 3, average blocks of 5.
+    # Other factors: PIL's box filter over the same source box.
     m = m[:10, :15]
-    aligned = align_map(m, init_size=(15, 10), width=9, height=6, resize_mode=0)
-    fine = np.repeat(np.repeat(m.astype(np.float64), 3, axis=0), 3, axis=1)
-    np.testing.assert_allclose(aligned, fine.reshape(6, 5, 9, 5).mean(axis=(1, 3)), atol=1e-6)
+    aligned = align_map(m, Geometry(init_size=(15, 10), width=9, height=6, resize_mode=0))
+    np.testing.assert_allclose(aligned, np.asarray(Image.fromarray(m, "F").resize((9, 6), Image.BOX)), atol=1e-6)
 
 
 def test_upscaling_is_pils_bilinear_with_the_same_box():
     m = np.random.default_rng(12).random((20, 30), dtype=np.float32)
-    aligned = align_map(m, init_size=(30, 20), width=75, height=50, resize_mode=0)
+    aligned = align_map(m, Geometry(init_size=(30, 20), width=75, height=50, resize_mode=0))
     expected = np.asarray(Image.fromarray(m, "F").resize((75, 50), Image.BILINEAR))
     np.testing.assert_allclose(aligned, expected, atol=1e-6)
     # Only masked: init 60x40 (the map is stretched 2x over it), crop 40x32 at
     # (7, 5) = map box (3.5, 2.5, 23.5, 18.5); mode 2 fits it as 62x50 at x=6.
-    aligned = align_map(m, init_size=(60, 40), width=75, height=50, resize_mode=0, crop_region=(7, 5, 47, 37))
+    aligned = align_map(m, Geometry(init_size=(60, 40), width=75, height=50, resize_mode=0, crop_region=(7, 5, 47, 37)))
     fitted = np.asarray(Image.fromarray(m, "F").resize((62, 50), Image.BILINEAR, box=(3.5, 2.5, 23.5, 18.5)))
     np.testing.assert_allclose(aligned[:, 6:68], fitted, atol=1e-6)
     np.testing.assert_array_equal(aligned[:, :6], np.repeat(aligned[:, 6:7], 6, axis=1))
@@ -612,34 +568,28 @@ def test_upscaling_is_pils_bilinear_with_the_same_box():
     "kwargs, field",
     [
         ({"resize_mode": 4}, "resize_mode"),
-        ({"resize_mode": True}, "resize_mode"),
         ({"resize_mode": "0"}, "resize_mode"),
-        ({"width": 0}, "width"),
-        ({"height": -8}, "height"),
-        ({"width": 64.0}, "width"),
-        ({"width": 10000, "height": 10000}, "width"),
-        ({"init_size": (0, 10)}, "init_size"),
-        ({"init_size": (10, 10, 3)}, "init_size"),
-        ({"init_size": "64x64"}, "init_size"),
+        ({"width": 0}, "size"),
+        ({"height": -8}, "size"),
+        ({"width": 10000, "height": 10000}, "size"),
+        ({"init_size": (0, 10)}, "size"),
         ({"crop_region": (0, 0, 65, 10)}, "crop_region"),
         ({"crop_region": (10, 0, 10, 10)}, "crop_region"),
         ({"crop_region": (-1, 0, 10, 10)}, "crop_region"),
-        ({"crop_region": (0.5, 0, 10, 10)}, "crop_region"),
     ],
 )
-def test_align_validation(kwargs, field):
-    args = {"init_size": (64, 64), "width": 32, "height": 32, "resize_mode": 0, **kwargs}
+def test_geometry_refuses_what_no_host_produces(kwargs, field):
     with expect_error(field):
-        align_map(np.zeros((8, 8), np.float32), **args)
+        Geometry(**{"init_size": (64, 64), "width": 32, "height": 32, "resize_mode": 0, **kwargs})
 
 
 def test_align_refuses_non_maps():
     for bad in (np.zeros((4, 4, 3), np.float32), np.zeros((0, 4), np.float32), [[0.0]]):
         with expect_error("map", "2-D"):
-            align_map(bad, init_size=(4, 4), width=4, height=4, resize_mode=0)  # type: ignore[arg-type]
+            align_map(bad, Geometry(init_size=(4, 4), width=4, height=4, resize_mode=0))  # type: ignore[arg-type]
     with expect_error("map", "decode_map"):
-        align_map(np.full((4, 4), 255, np.uint8), init_size=(4, 4), width=4, height=4, resize_mode=0)
-    halves = align_map(np.full((4, 4), 0.5), init_size=(4, 4), width=2, height=2, resize_mode=0)  # float64 is fine
+        align_map(np.full((4, 4), 255, np.uint8), Geometry(init_size=(4, 4), width=4, height=4, resize_mode=0))
+    halves = align_map(np.full((4, 4), 0.5), Geometry(init_size=(4, 4), width=2, height=2, resize_mode=0))  # float64 is fine
     assert halves.dtype == np.float32 and np.all(halves == 0.5)
 
 
@@ -683,58 +633,3 @@ def test_latent_area_average_preserves_the_mean():
     assert float(odd.min()) >= 0.0 and float(odd.max()) <= 1.0
 
 
-@pytest.mark.parametrize("latent_hw", [(0, 8), (8,), (8.0, 8), "8x8"])
-def test_latent_validation(latent_hw):
-    with expect_error("latent_hw"):
-        to_latent(np.zeros((64, 64), np.float32), latent_hw)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------ prepare
-
-
-def test_prepare_map_end_to_end_from_a_data_url():
-    gray = np.zeros((100, 150), np.uint8)
-    gray[25:75, 50:100] = 255
-    url = "data:image/png;base64," + base64.b64encode(encode(Image.fromarray(gray), "PNG")).decode()
-    options = MapOptions(blur=2.0, low=0.1, high=0.9)
-    prepared = prepare_map(url, options, init_size=(150, 100), width=192, height=128, resize_mode=1, latent_hw=(16, 24))
-    assert isinstance(prepared, PreparedMap)
-    assert prepared.pixels.shape == (128, 192) and prepared.pixels.dtype == np.float32
-    assert prepared.latent is not None and prepared.latent.shape == (1, 1, 16, 24)
-    torch.testing.assert_close(prepared.latent, to_latent(prepared.pixels, (16, 24)))
-    # Options apply after alignment: blur is in output pixels.
-    aligned = align_map(decode_map(url), init_size=(150, 100), width=192, height=128, resize_mode=1)
-    np.testing.assert_array_equal(prepared.pixels, apply_options(aligned, options))
-    assert prepared.pixels.min() == np.float32(0.1) and prepared.pixels.max() == np.float32(0.9)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        prepared.latent = None  # type: ignore[misc]
-
-
-def test_prepare_map_without_latent_and_with_defaults():
-    m = np.random.default_rng(10).random((40, 60), dtype=np.float32)
-    prepared = prepare_map(m, init_size=(60, 40), width=60, height=40, resize_mode=0)
-    assert prepared.latent is None
-    np.testing.assert_array_equal(prepared.pixels, m)
-
-
-def test_prepare_map_checks_geometry_before_decoding():
-    with expect_error("width"):
-        prepare_map("garbage!", MapOptions(), init_size=(8, 8), width=0, height=8, resize_mode=0)
-    with expect_error("latent_hw"):
-        prepare_map(np.zeros((8, 8)), init_size=(8, 8), width=8, height=8, resize_mode=0, latent_hw=(0, 1))
-    with expect_error("options"):
-        prepare_map(np.zeros((8, 8)), "blur", init_size=(8, 8), width=8, height=8, resize_mode=0)  # type: ignore[arg-type]
-
-
-def test_prepare_is_fast_for_large_maps():
-    # The target is <= 50 ms on a 2-core CPU; the bound here only catches
-    # gross regressions on a busy CI machine.
-    m = np.random.default_rng(11).integers(0, 256, (4096, 4096), dtype=np.uint8)
-    decoded = decode_map(m)
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        pixels = align_map(decoded, init_size=(4096, 4096), width=1024, height=1024, resize_mode=0)
-        to_latent(apply_options(pixels, MapOptions()), (128, 128))
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.5, timings

@@ -30,12 +30,17 @@ import pytest
 import torch
 from PIL import Image
 
+from lib_differential_diffusion.api_guard import ArgsShapeGuard
+from lib_differential_diffusion.args import DifferentialDiffusionArgs
+from lib_differential_diffusion.fan import fan_denoising_strengths, fan_map
+from lib_differential_diffusion.maps import to_latent
+from lib_differential_diffusion.schedule import NEVER
 from lib_differential_diffusion.args import API_KEYS, FAN_SETTING_NAMES, MAP_HASH_INFOTEXT_KEY, POSITIONAL_ORDER, SETTINGS, SETTINGS_BY_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "standin"
 SCRIPT_PATH = ROOT / "scripts" / "differential_diffusion.py"
-STANDIN_TOP_LEVEL = {"modules", "gradio", "fake_img2img"}
+STANDIN_TOP_LEVEL = {"modules", "gradio", "fake_img2img", "differential_diffusion_webui"}  # the glue imports the stand-in
 SIZE = 64
 DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key and s.name not in FAN_SETTING_NAMES} | {MAP_HASH_INFOTEXT_KEY}  # a map run's
 
@@ -46,6 +51,8 @@ DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key and s.nam
 @dataclass
 class Host:
     module: types.ModuleType  # the loaded script file
+    adapter: types.ModuleType  # differential_diffusion_webui.adapter, as the script imported it
+    panel: types.ModuleType
     script: Any  # its Script instance, set up like the host's ScriptRunner does
     controls: list  # what ui(True) returned
     host_inputs: dict  # img2img components the script picked up in after_component
@@ -101,6 +108,8 @@ def host():
             if inspect.isclass(value) and issubclass(value, scripts.Script):
                 scripts.scripts_data.append(scripts.ScriptClassData(value, str(SCRIPT_PATH), str(ROOT), module))
 
+        # What the real-host harness switches on (SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST=1): the engine logs its calls.
+        sys.modules["differential_diffusion_webui.adapter"].TEST_HOOKS = True
         script = module.Script()
         # The script drops its per-run state in postprocess; keep what it was for the tests to read.
         postprocess = script.postprocess
@@ -121,7 +130,7 @@ def host():
                 script.after_component(component, elem_id=elem_id)
             controls = script.ui(True)
         script.args_from, script.args_to = 1, 1 + len(controls)
-        yield Host(module, script, controls, host_inputs, scripts, shared, script_callbacks, errors, gr, fake_img2img)
+        yield Host(module, sys.modules["differential_diffusion_webui.adapter"], sys.modules["differential_diffusion_webui.panel"], script, controls, host_inputs, scripts, shared, script_callbacks, errors, gr, fake_img2img)
     finally:
         torch.set_num_threads(threads)
         sys.path[:] = saved_path
@@ -248,7 +257,7 @@ def test_api_dict_and_ui_values_parse_to_the_same_args(host):
         if field.name != "map":  # a PIL image on one side, base64 on the other
             assert getattr(ui_state.args, field.name) == getattr(api_state.args, field.name), field.name
     assert ui_state.map_hash == api_state.map_hash is not None  # the same pixels were decoded
-    assert np.array_equal(ui_state.map_array, api_state.map_array)
+    assert np.array_equal(ui_state.user_map, api_state.user_map)
     assert ui_p.extra_generation_params == api_p.extra_generation_params
     assert ui_p.extra_generation_params["DD gamma"] == 2.0 and ui_p.extra_generation_params["Differential Diffusion"] is True
     assert_no_hook_errors(host)
@@ -260,7 +269,7 @@ def test_api_dict_enabled_false_and_ui_defaults_leave_the_run_alone(host):
         assert not hasattr(p, "differential_diffusion_state") and getattr(p, "differential_diffusion_state_seen", None) is None
         assert p.extra_generation_params == {}
         assert p.init.__func__ is host.driver.StableDiffusionProcessingImg2Img.init
-    assert host.module._active_run is None
+    assert host.adapter.active_run() is None
 
 
 @functools.lru_cache(maxsize=1)
@@ -308,7 +317,7 @@ def test_bad_arguments_fail_the_generation_with_422(host, make_args, field):
     assert vars(error).get("status_code", 500) == 422
     assert isinstance(error, ValueError)
     assert p.sampler is None  # refused in p.init, before anything was sampled
-    assert host.module._active_run is None
+    assert host.adapter.active_run() is None
     assert not hasattr(p, "differential_diffusion_state") and getattr(p, "differential_diffusion_state_seen", None) is None
     assert "Differential Diffusion" not in p.extra_generation_params
     assert_no_hook_errors(host)  # raised from the generation, not swallowed as a hook error
@@ -339,16 +348,16 @@ def test_enabled_run_wraps_only_its_own_sampler_and_unwraps_after(host):
         seen["own instance wrapped"] = "forward" in denoiser.__dict__
         seen["other instance wrapped"] = "forward" in other.model_wrap_cfg.__dict__
         seen["class forward untouched"] = type(denoiser).__dict__["forward"] is class_forward
-        seen["active run"] = host.module._active_run
+        seen["active run"] = host.adapter.active_run()
 
     p, processed = generate(host, ui_values(map=ramp_map()), faults={3: probe}, denoising_strength=0.8)
     state = p.differential_diffusion_state_seen
     assert seen == {"own instance wrapped": True, "other instance wrapped": False, "class forward untouched": True, "active run": state.run_id}
     cfg = p.sampler.model_wrap_cfg
-    assert all(cfg.wrapped_at_call) and cfg.calls == len(state.engine.calls) > 0  # every model call went through the blend
+    assert all(cfg.wrapped_at_call) and cfg.calls == len(state.engine.observer) > 0  # every model call went through the blend
     # post_sample/postprocess put the class's forward back and closed the run
     assert "forward" not in cfg.__dict__ and cfg.forward.__func__ is class_forward
-    assert state.wrapped_denoiser is None and host.module._active_run is None
+    assert state.wrapped_denoiser is None and host.adapter.active_run() is None
     assert {"Differential Diffusion", "DD gamma", MAP_HASH_INFOTEXT_KEY} <= set(processed.infotext_params)
     assert_no_hook_errors(host)
 
@@ -431,7 +440,7 @@ def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""
     p, processed = generate(host, ui_values(map=columns(0, 0, 1, 1)), init_images=[photo(96, 64, seed=2)], resize_mode=resize_mode)
     state = p.differential_diffusion_state_seen
-    kept = state.pixel_strengths[(0, False)] == 0
+    kept = state.strengths[(0, False)] == 0
     assert kept.any() and not kept.all()
     assert kept[:, 0].all()  # the black left edge lands on the output's left edge in every mode
     never = state.engine.never_released.expand_as(processed.latents[0])
@@ -461,16 +470,16 @@ def test_exception_inside_sampling_leaves_no_active_wrapper(host):
     # A new enabled run has started: the stale wrapper must not blend (gate on _active_run).
     new = make_p(host, ui_values(map=ramp_map()), seed=4)
     host.runner.before_process(new)
-    assert host.module._active_run == new.differential_diffusion_state.run_id
+    assert host.adapter.active_run() == new.differential_diffusion_state.run_id
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 5
     x_before = x.clone()
     sigma = torch.tensor([5.0])
-    calls_before = len(stale_engine.calls)
+    calls_before = len(stale_engine.observer)
     through_stale = stale_cfg(x, sigma, **failing.sampler.sampler_extra_args)
     direct = cfg_class_forward(host)(stale_cfg, x_before.clone(), sigma, **failing.sampler.sampler_extra_args)
     assert torch.equal(x, x_before)  # the blend writes pinned pixels into x in place; nothing was written
     assert torch.equal(through_stale, direct)
-    assert len(stale_engine.calls) == calls_before
+    assert len(stale_engine.observer) == calls_before
     host.runner.postprocess(new, None)
     assert_no_hook_errors(host)
 
@@ -483,7 +492,7 @@ def test_interrupt_inside_sampling_leaves_no_active_wrapper(host):
     # the host went on with post_sample / postprocess_image / postprocess for that batch.
     assert len(interrupted.latents) == 1 and p.sampler.model_wrap_cfg.calls == 4
     assert "forward" not in p.sampler.model_wrap_cfg.__dict__
-    assert host.module._active_run is None
+    assert host.adapter.active_run() is None
     half = SIZE // 16
     assert torch.equal(interrupted.latents[0][..., :half], p.init_latent[..., :half])  # kept pixels kept anyway
     host.shared.state.begin()  # the next job resets the flags
@@ -506,9 +515,9 @@ def test_batch_size_two_blends_each_image_with_its_own_init_noise_and_map(host):
     p, batch = generate(host, values, init_images=[square, wide], batch_size=2, **kwargs)
     assert p.init_latent.shape[0] == 2
     state = p.differential_diffusion_state_seen
-    assert set(state.pixel_strengths) == {(0, False), (1, False)}
-    assert (state.pixel_strengths[(0, False)][:, :16] == 0).all() and (state.pixel_strengths[(0, False)][:, 16:] > 0).all()
-    assert (state.pixel_strengths[(1, False)] > 0).all()
+    assert set(state.strengths) == {(0, False), (1, False)}
+    assert (state.strengths[(0, False)][:, :16] == 0).all() and (state.strengths[(0, False)][:, 16:] > 0).all()
+    assert (state.strengths[(1, False)] > 0).all()
     latents = batch.latents[0]
     assert torch.equal(latents[0, ..., :2], p.init_latent[0, ..., :2])
     # Each row equals its own single-image run (row 1: seed 21's noise, its own init).
@@ -570,9 +579,9 @@ def test_map_times_inpaint_mask_with_only_masked(host):
     )
     assert p.paste_to is not None  # the host cropped to the mask ("only masked")
     state = p.differential_diffusion_state_seen
-    strengths = state.pixel_strengths[(0, False)]
+    strengths = state.strengths[(0, False)]
     assert strengths.shape == (SIZE, SIZE) and 0 < strengths.mean() < 1
-    kept = torch.from_numpy(host.module.to_latent(strengths, (8, 8))[0, 0].numpy() == 0)
+    kept = torch.from_numpy(to_latent(strengths, (8, 8))[0, 0].numpy() == 0)
     assert kept.any()
     assert torch.equal(processed.latents[0][..., kept], p.init_latent[..., kept])
     assert_no_hook_errors(host)
@@ -631,7 +640,7 @@ def test_xyz_axes_are_registered_once(host, xyz):
 
 
 def test_without_xyz_no_axes_and_no_error(host):
-    host.module._on_before_ui()
+    host.adapter.add_xyz_axes()
     assert_no_hook_errors(host)
 
 
@@ -665,7 +674,7 @@ def test_xyz_axis_values_do_not_leak_between_cells(host, xyz):
         assert not hasattr(cell, "differential_diffusion_state") and getattr(cell, "differential_diffusion_state_seen", None) is None
     host.runner.before_process(p)
     assert p.differential_diffusion_state.args.gamma == 1.0 and not p.differential_diffusion_state.args.invert
-    with pytest.raises(ValueError, match="Differential Diffusion: expected True or False"):
+    with pytest.raises(ValueError, match="Differential Diffusion: enabled: expected True or False"):
         _xyz_cells(xyz, p, "Enabled", ["maybe"])
     assert_no_hook_errors(host)
 
@@ -727,10 +736,11 @@ def _parse_infotext(text: str) -> dict:
 def _paste(host: Host, params: dict) -> dict:
     """infotext_utils.connect_paste's paste_func: the value each component would be updated to (missing: no update)."""
     names = {id(component): name for name, component in host.components.items()}
+    names[id(_block(host, "differential_diffusion_paste_note"))] = "paste note"
     updates = {}
     for output, key in host.script.infotext_fields:
         v = key(params) if callable(key) else params.get(key)
-        if v is None:
+        if v is None or v == "" and names[id(output)] == "paste note":
             continue
         valtype = type(output.value)
         updates[names[id(output)]] = False if valtype == bool and v == "False" else (float(v) if valtype == int else valtype(v))
@@ -738,20 +748,32 @@ def _paste(host: Host, params: dict) -> dict:
 
 
 def test_infotext_round_trip_restores_the_settings(host):
+    """A fan's infotext restores the run completely; an uploaded map's restores the settings,
+    leaves the panel off (its pixels are not in the infotext) and says so."""
     settings = dict(invert=True, preserve=False, gamma=2.5, blur=3.0, low=0.1, high=0.9)
     change_map = ramp_map()
     p = make_p(host, ui_values(map=change_map, **settings))
     host.runner.before_process(p)
-    text = _infotext(p.extra_generation_params)
-    params = _parse_infotext(text)
+    params = _parse_infotext(_infotext(p.extra_generation_params))
     assert params["Differential Diffusion"] == "True" and len(params[MAP_HASH_INFOTEXT_KEY]) == 10
     restored = _paste(host, params)
-    assert restored == {"enabled": True, "source": "map", **settings}
+    note = restored.pop("paste note")
+    assert restored == {"enabled": False, "source": "map", **settings}
+    assert "uploaded map" in note and params[MAP_HASH_INFOTEXT_KEY] in note and "upload the change map" in note
     assert set(host.script.paste_field_names) == {s.infotext_key for s in SETTINGS if s.infotext_key}
-    # Fed back with the same map, the restored values reproduce the run's settings.
-    again = make_p(host, ui_values(**{**restored, "map": change_map}))
+    # Fed back with the same map and switched on, the restored values reproduce the run's settings.
+    again = make_p(host, ui_values(**{**restored, "enabled": True, "map": change_map}))
     host.runner.before_process(again)
     assert again.extra_generation_params == p.extra_generation_params
+    # Uploading a map switches the panel on and clears the note.
+    (event, handler), = [(event, handler) for event, handler in host.components["map"].events if event == "upload"]
+    assert handler["outputs"] == [host.components["enabled"], _block(host, "differential_diffusion_paste_note")]
+    assert handler["fn"]() == ({"__type__": "update", "value": True}, "")
+
+    fan = make_p(host, ui_values(source="fan", fan_count=5, fan_layout="radial sectors", **settings))
+    host.runner.before_process(fan)
+    restored = _paste(host, _parse_infotext(_infotext(fan.extra_generation_params)))
+    assert restored == {"enabled": True, "source": "fan", "fan_count": 5, "fan_layout": "radial sectors", **settings}
     assert_no_hook_errors(host)
 
 
@@ -822,12 +844,16 @@ def test_schema_route_is_added_once_and_lists_every_setting(host):
 
 def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
     app = FakeApp()
-    host.module._on_app_started(None, app)
+    monkeypatch.setattr(host.adapter, "TEST_HOOKS", False)
+    host.adapter.add_routes(None, app)
     assert [route.path for route in app.routes] == ["/differential-diffusion/v1/schema"]
-    monkeypatch.setattr(host.module, "TEST_HOOKS", True)
-    host.module._on_app_started(None, app)
-    host.module._on_app_started(None, app)
-    assert [route.path for route in app.routes] == ["/differential-diffusion/v1/schema", "/differential-diffusion/v1/test/last-run", "/differential-diffusion/v1/test/callbacks"]
+    monkeypatch.setattr(host.adapter, "TEST_HOOKS", True)
+    host.adapter.add_routes(None, app)
+    host.adapter.add_routes(None, app)
+    assert [route.path for route in app.routes] == [
+        "/differential-diffusion/v1/schema", "/differential-diffusion/v1/test/last-run",
+        "/differential-diffusion/v1/test/callbacks", "/differential-diffusion/v1/test/surfaces",
+    ]  # fmt: skip
     counts_before = app.routes[2].endpoint()
     assert counts_before["callbacks_app_started"] >= 1 and counts_before == {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()}
     p, _ = generate(host, ui_values(map=columns(0, 1)), sampler_name="Heun")
@@ -835,7 +861,7 @@ def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
     report = json.loads(json.dumps(app.routes[1].endpoint()))
     engine = p.differential_diffusion_state_seen.engine
     assert report["sampler"] == "Heun" and report["active"] is True
-    assert report["release"] == engine.release.tolist() and len(report["calls"]) == len(engine.calls) == p.sampler.model_wrap_cfg.calls
+    assert report["release"] == engine.release.tolist() and len(report["calls"]) == len(engine.observer) == p.sampler.model_wrap_cfg.calls
 
 
 # --- preview ----------------------------------------------------------------------------------------
@@ -858,7 +884,7 @@ def test_preview_button_runs_on_the_img2img_inputs(host):
     button, events = _preview_handler(host)
     assert button.visible and [event for event, _ in events] == ["click"]
     handler = events[0][1]
-    assert handler["inputs"][:6] == [host.host_inputs[name] for name in host.module.PREVIEW_INPUTS]
+    assert handler["inputs"][:6] == [host.host_inputs[name] for name in host.panel.PREVIEW_INPUTS]
     assert handler["inputs"][6:] == host.controls[1:]
     values = [photo(), 64, 64, 10, 0.75, 0]
     image, error = handler["fn"](*values, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
@@ -885,29 +911,6 @@ def test_preview_button_hidden_without_the_host_inputs(host):
 # --- preserve -----------------------------------------------------------------------------------------
 
 
-def test_preserve_keeps_zero_strength_pixels_exactly_and_ramps_smoothly(host):
-    rng = np.random.default_rng(1)
-    original = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
-    generated = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
-    strengths = np.ones((64, 96), dtype=np.float32)
-    strengths[:, :40] = 0.0  # kept
-    strengths[:, 40:48] = 0.3  # weak but changing
-    result = pixels(host.module._preserve(generated, original, strengths <= 0))
-    a, b = pixels(original).astype(float), pixels(generated).astype(float)
-    assert np.array_equal(result[:, :40], pixels(original)[:, :40])
-    far = 40 + int(np.ceil(4 * host.module.PRESERVE_FEATHER)) + 1
-    assert np.array_equal(result[:, far:], pixels(generated)[:, far:])
-    # weight of the generated image per column: 0 on the kept side, rising without jumps to 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weight = np.nanmedian((result.astype(float) - a) / (b - a), axis=(0, 2))
-    ramp = weight[40:far]
-    assert np.all(np.diff(ramp) >= -0.02) and ramp[0] < 0.15 and ramp[-1] > 0.95
-    assert np.max(np.diff(weight[39:far + 1])) < 0.25
-    # sizes that do not match (another script resized the image): left alone
-    smaller = generated.resize((48, 32))
-    assert host.module._preserve(smaller, original, strengths <= 0) is smaller
-
-
 def test_batch_tab_map_folder_matches_maps_by_file_name(host, tmp_path):
     """The batch tab reads files itself; each gets the map with its file name, and the tag never stays on the image."""
     from modules import img2img
@@ -926,7 +929,7 @@ def test_batch_tab_map_folder_matches_maps_by_file_name(host, tmp_path):
     left = slice(0, SIZE // 2 - 6)
     assert np.array_equal(pixels(second.images[0])[:, left], np.asarray(Image.open(inputs / "b.png").convert("RGB"))[:, left])
     assert not np.array_equal(pixels(second.images[0]), np.asarray(Image.open(inputs / "b.png").convert("RGB")))
-    assert all(module.SOURCE_PATH_INFO_KEY not in image.info for module in [host.module] for image in p.init_images)
+    assert all(module.SOURCE_PATH_INFO_KEY not in image.info for module in [host.adapter] for image in p.init_images)
     assert_no_hook_errors(host)
 
 
@@ -966,17 +969,10 @@ def test_only_masked_preserves_kept_pixels_after_the_crop_is_pasted_back(host):
     assert_no_hook_errors(host)
 
 
-def test_route_guard_refuses_malformed_entries_and_replays_good_bodies(host):
-    """The ASGI guard on /sdapi/v1/img2img: shapes the WebUI would drop or crash on get 422 naming
-    "args"; anything else reaches the route with its body intact."""
+def test_route_guard_is_installed_once_and_refuses_or_replays(host):
+    """The ASGI guard wraps /sdapi/v1/img2img once (also after a UI reload): shapes the WebUI would
+    drop or crash on get 422 naming "args"; anything else reaches the route with its body intact."""
     import asyncio
-
-    guard_error = host.module._request_shape_error
-    assert guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": "yes"}}).encode()).field == "args"
-    assert guard_error(json.dumps({"alwayson_scripts": {"differential diffusion": {"args": {"map": "x"}}}}).encode()).field == "args"
-    assert "at most 12 values" in str(guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": [0] * 13}}}).encode()))
-    assert guard_error(json.dumps({"alwayson_scripts": {"Differential Diffusion": {"args": [{"map": "x"}]}}}).encode()) is None
-    assert guard_error(b"not json") is None and guard_error(json.dumps({"alwayson_scripts": {"Other": 5}}).encode()) is None
 
     received = []
 
@@ -993,10 +989,10 @@ def test_route_guard_refuses_malformed_entries_and_replays_good_bodies(host):
     app = FakeApp()
     route = Route()
     app.routes.append(route)
-    host.module._on_app_started(None, app)
-    host.module._on_app_started(None, app)  # a UI reload: still one guard
+    host.adapter.add_routes(None, app)
+    host.adapter.add_routes(None, app)  # a UI reload: still one guard
     guarded = route.app
-    assert isinstance(guarded, host.module._ArgsShapeGuard) and guarded.app is route_app
+    assert isinstance(guarded, ArgsShapeGuard) and guarded.app is route_app
 
     def call(body: bytes) -> list:
         chunks = [body[:7], body[7:]]
@@ -1032,7 +1028,7 @@ def test_fan_is_the_same_map_drawn_for_you_plus_labelled_copies(host):
     count, settings = 5, dict(low=0.0, high=1.0)
     saved_before = len(host.driver.images.saved)
     p, fan = generate(host, api={"source": "fan", "fan_count": count, **settings}, batch_size=2, n_iter=2)
-    uploaded = host.module.fan_map(SIZE, SIZE, count, "vertical bands")
+    uploaded = fan_map(SIZE, SIZE, count, "vertical bands")
     _, as_map = generate(host, api={"map": uploaded, **settings}, batch_size=2, n_iter=2)
     assert len(fan.images) == 8 and len(fan.infotexts) == 8
     for mine, theirs in zip(fan.latents, as_map.latents):
@@ -1070,13 +1066,13 @@ def test_fan_layouts_release_each_region_by_its_strength(host, layout):
     count = 4
     p, processed = generate(host, api={"source": "fan", "fan_count": count, "fan_layout": layout}, denoising_strength=1.0, steps=12)
     release = p.differential_diffusion_state_seen.engine.release[0, 0]
-    regions = torch.from_numpy(host.module.to_latent(host.module.fan_map(SIZE, SIZE, count, layout), release.shape)[0, 0].numpy())
+    regions = torch.from_numpy(to_latent(fan_map(SIZE, SIZE, count, layout), release.shape)[0, 0].numpy())
     # Latent pixels wholly inside one region (those on a seam average two).
     pure = [torch.unique(release[(regions - value).abs() < 1e-6]) for value in np.linspace(0, 1, count)]
-    assert [len(values) for values in pure] == [1] * count and int(pure[0]) == host.module.NEVER
+    assert [len(values) for values in pure] == [1] * count and int(pure[0]) == NEVER
     assert all(int(a) > int(b) for a, b in zip(pure, pure[1:])), pure
     change = np.abs(pixels(processed.images[0]).astype(int) - host_init_image(host, p).astype(int)).max(axis=2)
-    first_region = host.module.fan_map(SIZE, SIZE, count, layout) == 0
+    first_region = fan_map(SIZE, SIZE, count, layout) == 0
     assert (change[first_region] == 0).all() and change[~first_region].mean() > 10
     assert_no_hook_errors(host)
 
@@ -1087,7 +1083,7 @@ def test_fan_with_only_masked_covers_the_crop_and_labels_only_it(host):
     p, processed = generate(host, api={"source": "fan", "fan_count": 3}, image_mask=image_mask, mask_blur=0, inpaint_full_res=True, init_images=[init])
     left, top, width, height = p.paste_to
     state = p.differential_diffusion_state_seen
-    full = state.pixel_strengths[(0, True)]  # over the whole init image, for preserve after the paste-back
+    full = state.strengths[(0, True)]  # over the whole init image, for preserve after the paste-back
     outside = np.ones(full.shape, dtype=bool)
     outside[top : top + height, left : left + width] = False
     assert full.shape == (128, 128) and (full[outside] == 0).all() and full.max() == 1
@@ -1104,7 +1100,7 @@ def test_bad_fan_arguments_fail_the_generation_with_422(host, api, field):
     with pytest.raises(ValueError) as caught:
         generate(host, api=api)
     assert str(caught.value).startswith(f"Differential Diffusion: {field}: ") and caught.value.status_code == 422
-    assert host.module._active_run is None
+    assert host.adapter.active_run() is None
     assert_no_hook_errors(host)
 
 
@@ -1112,14 +1108,24 @@ def _block(host: Host, elem_id: str):
     return next(block for block in _blocks_under(host.controls[0].accordion) if block.elem_id == elem_id)
 
 
-def test_fan_controls_show_for_the_fan_source_only(host):
-    group = _block(host, "differential_diffusion_fan_group")
-    assert group.visible is False
+def test_fan_and_draw_controls_show_for_their_source_only(host):
+    fan_group, draw_group = _block(host, "differential_diffusion_fan_group"), _block(host, "differential_diffusion_draw_group")
+    assert fan_group.visible is False and draw_group.visible is False
+    assert any(block.elem_id == "differential_diffusion_draw_editor" for block in draw_group.children)
+    assert host.components["drawn_map"].visible is False  # in the page for the editor's script, never shown
     source = host.components["source"]
-    (event, handler), = [(event, handler) for event, handler in source.events if handler["outputs"] == [group]]
+    (event, handler), = [(event, handler) for event, handler in source.events if handler["outputs"] == [fan_group, draw_group]]
     assert event == "change" and handler["inputs"] == [source]
-    assert handler["fn"]("fan") == {"__type__": "update", "visible": True}
-    assert handler["fn"]("map") == {"__type__": "update", "visible": False}
+    shown = lambda value: tuple(update["visible"] for update in handler["fn"](value))  # noqa: E731
+    assert shown("fan") == (True, False) and shown("draw") == (False, True)
+    assert shown("map") == shown("inpaint mask") == (False, False)
+
+
+def test_region_to_apply_follows_the_fan_count(host):
+    region, count = _block(host, "differential_diffusion_fan_region"), host.components["fan_count"]
+    assert region.maximum == count.value == 4
+    (event, handler), = [(event, handler) for event, handler in count.events if handler["outputs"] == [region]]
+    assert event == "change" and handler["fn"](7.0) == {"__type__": "update", "maximum": 7}
 
 
 def test_apply_button_sets_the_region_s_strength_and_turns_the_panel_off(host):
@@ -1134,7 +1140,7 @@ def test_apply_button_sets_the_region_s_strength_and_turns_the_panel_off(host):
     strength, enabled, note = handler["fn"](3, 0.5, 5, "vertical bands", False, 1.0, 0.2, 1.0)
     assert strength == {"__type__": "update", "value": 0.3} and enabled == {"__type__": "update", "value": False}
     assert "0.30" in note and "#3" in note
-    assert host.module.fan_denoising_strengths(5, host.module.DifferentialDiffusionArgs(low=0.2).map_options(), 0.5)[2] == 0.3
+    assert fan_denoising_strengths(5, DifferentialDiffusionArgs(low=0.2).map_options(), 0.5)[2] == 0.3
     strength, _, _ = handler["fn"](1, 0.5, 5, "vertical bands", True, 1.0, 0.2, 1.0)  # inverted: region #1 is white
     assert strength["value"] == 0.5
     for region in (0, 6, 2.5, None):

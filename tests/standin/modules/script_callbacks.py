@@ -1,4 +1,4 @@
-"""``modules/script_callbacks.py`` of A1111 v1.10.1: the three callbacks the extension registers.
+"""``modules/script_callbacks.py`` of A1111 v1.10.1: the callbacks the extension registers.
 
 Same registration signatures (``callback, *, name=None``) and the host's
 unique callback names (``<extension>/<file>/<category>[/name]``); the
@@ -25,6 +25,7 @@ callback_map = dict(
     callbacks_app_started=[],
     callbacks_ui_settings=[],
     callbacks_before_ui=[],
+    callbacks_script_unloaded=[],
 )
 
 
@@ -85,3 +86,11 @@ def on_ui_settings(callback, *, name=None):
 
 def on_before_ui(callback, *, name=None):
     add_callback(callback_map["callbacks_before_ui"], callback, name=name, category="before_ui")
+
+
+def script_unloaded_callback():
+    _run("script_unloaded")
+
+
+def on_script_unloaded(callback, *, name=None):
+    add_callback(callback_map["callbacks_script_unloaded"], callback, name=name, category="script_unloaded")

@@ -1,0 +1,611 @@
+"""The generation hooks: host objects in, core functions out.
+
+Everything here reads or writes a host surface listed in ``surfaces.SURFACES``
+and hands plain values to ``lib_differential_diffusion``. One run (one ``p``)
+keeps a ``RunState`` between hooks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from lib_differential_diffusion.api_guard import GUARDED_API_PATHS, ArgsShapeGuard
+from lib_differential_diffusion.args import (
+    ELEM_PREFIX,
+    INFOTEXT_KEYS,
+    PANEL_DEFAULT_NAMES,
+    SETTINGS_BY_NAME,
+    XYZ_AXES,
+    DifferentialDiffusionArgs,
+    axis_label,
+    axis_value,
+    schema,
+)
+from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
+from lib_differential_diffusion.blend import DifferentialDiffusion
+from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
+from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
+from lib_differential_diffusion.maps import Geometry, decode_map, to_latent
+from lib_differential_diffusion.schedule import (
+    NEVER,
+    SigmaLevels,
+    StepCounting,
+    TimestepLevels,
+    can_skip_steps,
+    has_prompt_schedules,
+    skip_start_strength,
+)
+from lib_differential_diffusion.strengths import pixel_strengths, preserve
+from modules import images, processing, script_callbacks, scripts, shared
+
+from . import surfaces
+
+logger = logging.getLogger(__name__)
+
+STATE_ATTRIBUTE = "differential_diffusion_state"
+OVERRIDES_ATTRIBUTE = "differential_diffusion_overrides"  # set by X/Y/Z axes, per cell
+# Samplers whose step ends with a model call at the next step's level.
+BOUNDARY_CALL_SAMPLERS = {"sample_heun", "restart_sampler"}
+# Set by the project's real-host tests: serves what the last run did and which host surfaces exist.
+TEST_HOOKS = os.environ.get("SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST") == "1"
+# Tags the batch tab's input images with their path. Random per process (an uploaded PNG's
+# text chunks land in ``info`` too and must not pass for a tag); stable across script reloads,
+# since this module is imported once.
+SOURCE_PATH_INFO_KEY = f"differential_diffusion_source_path_{uuid.uuid4().hex}"
+
+# The one generation allowed to blend; set at the start of every run, so a
+# wrapper left behind by a failed run can never act on a later one.
+_active_run: str | None = None
+_last_run_report: dict[str, Any] = {}
+_seen_elem_ids: set[str] = set()
+
+
+class ArgumentsRefused(DifferentialDiffusionError):
+    """Raised from the generation itself: script hooks' exceptions are only logged.
+
+    ``status_code`` makes the WebUI's API answer 422 with this message (its
+    exception handler reads the instance's attributes).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message)
+        self.status_code = 422
+
+
+@dataclass
+class FanCopy:
+    """A fan output's labelled copy, with what saving it needs (p's seeds move on per batch)."""
+
+    image: Image.Image
+    infotext: str
+    seed: int
+    prompt: str
+
+
+class CallLog(list):
+    """Engine observer for the test route: (step, level, at step start) per model call."""
+
+    def on_call(self, step: int, level: float, at_step_start: bool) -> None:
+        self.append([step, level, at_step_start])
+
+
+@dataclass
+class RunState:
+    """What one generation (one ``p``) needs between hooks."""
+
+    run_id: str
+    slider: float  # the denoising strength asked for (p's is lowered while sampling when steps are skipped)
+    args: DifferentialDiffusionArgs
+    user_map: np.ndarray | None  # decoded map (sources "map" and "draw"), at its own size
+    map_hash: str | None
+    strengths: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # per init image and frame, before the slider
+    engine: DifferentialDiffusion | None = None
+    wrapped_denoiser: tuple[Any, Any, Any] | None = None
+    inpaint_mask: np.ndarray | None = None  # the host's processed mask, once computed
+    inpaint_mask_ready: bool = False
+    resized_originals: dict[int, Image.Image] = field(default_factory=dict)  # init images in the output's frame
+    fan_copies: list[FanCopy] = field(default_factory=list)
+    fan_labels: tuple[list[float], Any] | None = None  # the fan's strengths and font, the same for every image
+
+
+# --- arguments --------------------------------------------------------------------
+
+
+def parse(p: Any, script_args: tuple) -> DifferentialDiffusionArgs:
+    args = DifferentialDiffusionArgs.from_script_args(script_args)
+    overrides = getattr(p, OVERRIDES_ATTRIBUTE, None)
+    return args.with_overrides(**overrides) if overrides else args
+
+
+def refuse(p: Any, error: DifferentialDiffusionError) -> None:
+    """Make this generation fail with the message, from code no hook wrapper catches."""
+    refusal = ArgumentsRefused(error.field, error.message)
+    logger.error("%s", refusal)
+
+    def refuse_init(*_: Any, **__: Any) -> None:
+        raise refusal
+
+    p.init = refuse_init
+
+
+def active_run() -> str | None:
+    """The run id allowed to blend now (None between runs)."""
+    return _active_run
+
+
+def state_of(p: Any) -> RunState | None:
+    state = getattr(p, STATE_ATTRIBUTE, None)
+    return state if isinstance(state, RunState) and state.run_id == _active_run else None
+
+
+def map_hash(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:10]
+
+
+def before_process(p: Any, script_args: tuple) -> None:
+    global _active_run
+    _active_run = None  # reset at every start, whatever the last run left
+    p.__dict__.pop(STATE_ATTRIBUTE, None)
+    source_paths = [image.info.pop(SOURCE_PATH_INFO_KEY, None) for image in p.init_images or () if hasattr(image, "info")]
+    # A fresh dict without our keys: X/Y/Z cells share the one they were copied from.
+    p.extra_generation_params = {key: value for key, value in p.extra_generation_params.items() if key not in INFOTEXT_KEYS}
+    try:
+        args = parse(p, script_args)
+        if not args.enabled:
+            return
+        if getattr(p, "is_api", False):
+            args.refuse_server_paths()
+        user_map = None
+        if args.source == "map":
+            user_map = decode_map(map_for_batch_image(source_paths, args.map_folder, args.user_map()))
+        elif args.source == "draw":
+            user_map = decode_map(args.user_map())
+        elif args.source == "inpaint mask" and getattr(p, "image_mask", None) is None:
+            raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
+    except DifferentialDiffusionError as error:
+        refuse(p, error)
+        return
+    state = RunState(run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, user_map=user_map, map_hash=None if user_map is None else map_hash(user_map))
+    setattr(p, STATE_ATTRIBUTE, state)
+    _active_run = state.run_id
+    p.extra_generation_params.update(args.infotext(state.map_hash))
+
+
+def process(p: Any) -> None:
+    if state_of(p) is not None and getattr(p, "image_mask", None) is not None:
+        p.mask_round = False  # strengths are map x soft mask: keep the WebUI's mask soft too
+
+
+# --- strengths ------------------------------------------------------------------------
+
+
+def inpaint_mask(p: Any) -> np.ndarray | None:
+    """The inpaint mask after the WebUI's own rounding, inversion and blur, at the init image's size."""
+    if getattr(p, "image_mask", None) is None:
+        return None
+    mask = processing.create_binary_mask(p.image_mask, round=p.mask_round)
+    if p.inpainting_mask_invert:
+        mask = ImageOps.invert(mask)
+    array = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    import cv2  # shipped with the WebUI; the same blur its img2img applies
+
+    if p.mask_blur_x > 0:
+        array = cv2.GaussianBlur(array, (2 * int(2.5 * p.mask_blur_x + 0.5) + 1, 1), p.mask_blur_x)
+    if p.mask_blur_y > 0:
+        array = cv2.GaussianBlur(array, (1, 2 * int(2.5 * p.mask_blur_y + 0.5) + 1), p.mask_blur_y)
+    return np.clip(array, 0.0, 1.0)
+
+
+def crop_region(p: Any) -> tuple[int, int, int, int] | None:
+    """Inpaint "only masked": the box of the init image that is generated."""
+    paste_to = getattr(p, "paste_to", None)
+    if not getattr(p, "inpaint_full_res", False) or paste_to is None:
+        return None
+    x1, y1, width, height = paste_to
+    return (x1, y1, x1 + width, y1 + height)
+
+
+def init_image_index(p: Any, batch_index: int = 0) -> int:
+    """The init image of a batch image (one init image serves them all)."""
+    return batch_index if len(p.init_images) > 1 else 0
+
+
+def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = False) -> np.ndarray:
+    """Strengths of one init image's output, before the slider (cached per run).
+
+    ``over_init_image``: in the init image's own frame (inpaint "only masked"
+    composites its result back there) instead of the generated image's.
+    """
+    key = (index, over_init_image)
+    if key not in state.strengths:
+        init_image = p.init_images[index]
+        if not state.inpaint_mask_ready:  # the host's blur once per run, not per image and frame
+            state.inpaint_mask, state.inpaint_mask_ready = inpaint_mask(p), True
+        if over_init_image:
+            geometry = Geometry(init_image.size, init_image.width, init_image.height)
+            fan_box = crop_region(p)
+        else:
+            geometry = Geometry(init_image.size, p.width, p.height, p.resize_mode, crop_region(p))
+            fan_box = None
+        state.strengths[key] = pixel_strengths(state.args, geometry, user_map=state.user_map, inpaint_mask=state.inpaint_mask, fan_box=fan_box).astype(np.float32)
+    return state.strengths[key]
+
+
+# --- sampling ---------------------------------------------------------------------------
+
+
+def start_latent_rule(model: Any, family: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The host's img2img start at a level, as ``sample_img2img`` builds it: the model's own
+    noise function where it has one (flow models), then the "Extra noise" setting."""
+    extra = float(getattr(shared.opts, "img2img_extra_noise", 0) or 0)
+    add_noise = getattr(model, "add_noise_to_latent", None)
+
+    if family == "sigma":
+
+        def start(init: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            latent = add_noise(init, noise, sigma) if add_noise is not None else (noise * sigma).add_(init)
+            if extra > 0:
+                latent += noise * extra
+            return latent
+
+    else:
+
+        def start(init: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+            sqrt_alpha = torch.sqrt(alpha)
+            latent = (init * sqrt_alpha).add_(noise * torch.sqrt(1 - alpha))
+            if extra > 0:
+                latent += noise * extra * sqrt_alpha
+            return latent
+
+    return start
+
+
+def noise_levels(p: Any) -> SigmaLevels | TimestepLevels:
+    sampler, model = p.sampler, shared.sd_model
+    if hasattr(sampler, "get_timesteps"):
+        return TimestepLevels(lambda steps: sampler.get_timesteps(p, steps).cpu(), model.alphas_cumprod, start_latent_rule(model, "timestep"))
+    return SigmaLevels(lambda steps: sampler.get_sigmas(p, steps), start_latent_rule(model, "sigma"))
+
+
+def sampler_function_name(sampler: Any) -> str:
+    function = getattr(sampler, "funcname", None)
+    return getattr(function, "__name__", function) or ""
+
+
+def step_counting(p: Any, sampling_kwargs: dict) -> StepCounting:
+    opts = shared.opts
+    return StepCounting(
+        fix_steps=bool(opts.img2img_fix_steps),
+        skip_early_cfg=getattr(opts, "skip_early_cond", 0) > 0,
+        uncond_every_other_call=getattr(p, "s_min_uncond", 0) > 0 and not getattr(opts, "s_min_uncond_all", False),
+        refiner_switch_by_steps=getattr(p, "refiner_checkpoint_info", None) is not None and bool(getattr(opts, "refiner_switch_by_sample_steps", False)),
+        sampler_needs_its_steps=sampler_function_name(p.sampler) == "unipc",
+        prompt_schedules=has_prompt_schedules([sampling_kwargs.get("c"), sampling_kwargs.get("uc")]),
+    )
+
+
+def install(state: RunState, sampler: Any) -> None:
+    """Wrap this sampler's CFG denoiser: the instance only, so it dies with ``p``."""
+    denoiser = sampler.model_wrap_cfg
+    uninstall(state)
+    original = denoiser.forward
+    blended = state.engine.wrap(original)
+    run_id = state.run_id
+
+    def forward(x: torch.Tensor, sigma: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if _active_run != run_id:  # a stale wrapper from an aborted run: plain sampling
+            return original(x, sigma, *args, **kwargs)
+        return blended(x, sigma, *args, **kwargs)
+
+    denoiser.forward = forward
+    state.wrapped_denoiser = (denoiser, forward, original)
+
+
+def uninstall(state: RunState) -> None:
+    if state.wrapped_denoiser is None:
+        return
+    denoiser, forward, original = state.wrapped_denoiser
+    if denoiser.__dict__.get("forward") is forward:
+        if getattr(original, "__self__", None) is denoiser and getattr(original, "__func__", None) is type(denoiser).forward:
+            del denoiser.forward
+        else:
+            denoiser.forward = original
+    state.wrapped_denoiser = None
+
+
+def before_sampling(p: Any, sampling_kwargs: dict) -> None:
+    state = state_of(p)
+    if state is None:
+        return
+    uninstall(state)
+    init_latent, noise = sampling_kwargs["x"], sampling_kwargs["noise"]
+    latent_hw = (init_latent.shape[2], init_latent.shape[3])
+    rows = [to_latent(strengths_of(p, state, init_image_index(p, index)), latent_hw)[0] for index in range(init_latent.shape[0])]
+    pixel_strengths_latent = torch.stack(rows).to(torch.float64) * state.slider
+    run_strength = state.slider
+    if can_skip_steps(step_counting(p, sampling_kwargs)):
+        # Start where the first pixel is released: the steps before would pin every pixel.
+        run_strength = skip_start_strength(pixel_strengths_latent, state.slider, int(p.steps))
+        p.denoising_strength = run_strength  # what sample_img2img reads; restored in post_sample
+    state.engine = DifferentialDiffusion(
+        pixel_strengths=pixel_strengths_latent,
+        init_latent=init_latent,
+        noise=noise,
+        levels=noise_levels(p),
+        steps=int(p.steps),
+        run_strength=run_strength,
+        fix_steps=bool(shared.opts.img2img_fix_steps),
+        boundary_call_ends_step=sampler_function_name(p.sampler) in BOUNDARY_CALL_SAMPLERS,
+        observer=CallLog() if TEST_HOOKS else None,
+    )
+    if state.engine.active:
+        install(state, p.sampler)
+
+
+def on_mask_blend(p: Any, mba: Any) -> None:
+    # The change map (already multiplied by the mask) decides what is kept;
+    # the WebUI's own latent mask blend would pin partly masked pixels forever.
+    state = state_of(p)
+    if state is not None and state.engine is not None:
+        mba.blended_latent = mba.current_latent
+
+
+def post_sample(p: Any, ps: Any) -> None:
+    state = state_of(p)
+    if state is None or state.engine is None:
+        return
+    uninstall(state)
+    p.denoising_strength = state.slider
+    ps.samples = state.engine.finalize(ps.samples)
+    if TEST_HOOKS:
+        _record_run(p, state)
+
+
+# --- after sampling -------------------------------------------------------------------
+
+
+def kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
+    """Pixels never released: strength 0, or too small for the sampler to take a step."""
+    if state.engine is None:
+        return strengths <= 0
+    release = state.engine.release_steps(torch.from_numpy(strengths).to(torch.float64) * state.slider)
+    return (release == NEVER).numpy()
+
+
+def original_in_output_frame(p: Any, state: RunState, index: int) -> Image.Image:
+    """The init image as img2img placed it in the output (flattened, resized like the host)."""
+    if index not in state.resized_originals:
+        geometry = Geometry(p.init_images[index].size, p.width, p.height, p.resize_mode)
+        original = images.flatten(p.init_images[index], shared.opts.img2img_background_color)
+        state.resized_originals[index] = images.resize_image(geometry.image_resize_mode, original, p.width, p.height)
+    return state.resized_originals[index]
+
+
+def postprocess_image(p: Any, pp: Any) -> None:
+    state = state_of(p)
+    if state is None or not state.args.preserve or crop_region(p) is not None:
+        return  # "only masked" is preserved after the WebUI pastes the crop back
+    index = init_image_index(p, getattr(p, "batch_index", 0))
+    kept = kept_pixels(state, strengths_of(p, state, index))
+    if kept.any():
+        pp.image = preserve(pp.image, original_in_output_frame(p, state, index), kept)
+
+
+def postprocess_image_after_composite(p: Any, pp: Any) -> None:
+    # Inpaint "only masked" resamples the generated crop when pasting it back, so kept
+    # pixels can only be the input's exactly here, over the whole init image.
+    state = state_of(p)
+    if state is None:
+        return
+    index = init_image_index(p, getattr(p, "batch_index", 0))
+    if state.args.preserve and crop_region(p) is not None:
+        kept = kept_pixels(state, strengths_of(p, state, index, over_init_image=True))
+        if kept.any():
+            pp.image = preserve(pp.image, images.flatten(p.init_images[index], shared.opts.img2img_background_color), kept)
+    if state.args.source == "fan":
+        label_fan_copy(p, state, pp.image)  # of the finished image, as saved
+
+
+def label_fan_copy(p: Any, state: RunState, image: Image.Image) -> None:
+    """Keep a labelled copy of this output (returned and saved after the run's images)."""
+    args = state.args
+    box = crop_region(p)
+    if state.fan_labels is None:
+        left, top, right, bottom = box if box is not None else (0, 0, image.width, image.height)
+        font_size = fan_label_font_size(right - left, bottom - top, args.fan_count, args.fan_layout)
+        state.fan_labels = (fan_denoising_strengths(args.fan_count, args.map_options(), state.slider), images.get_font(font_size))
+    strengths, font = state.fan_labels
+    labelled = label_fan(image, count=args.fan_count, layout=args.fan_layout, denoising_strengths=strengths, box=box, font=font)
+    index = getattr(p, "batch_index", 0)
+    info = processing.create_infotext(p, p.all_prompts, p.all_seeds, p.all_subseeds, None, getattr(p, "iteration", 0), index)
+    if shared.opts.enable_pnginfo:
+        labelled.info["parameters"] = info
+    state.fan_copies.append(FanCopy(labelled, info, p.seeds[index], p.prompts[index]))
+
+
+def postprocess(p: Any, processed: Any) -> None:
+    global _active_run
+    state = state_of(p)
+    if state is None:
+        return
+    uninstall(state)
+    p.denoising_strength = state.slider
+    _active_run = None
+    if state.fan_copies and processed.images:
+        # After every image the host returns (and its grid, first): X/Y/Z and the
+        # batch tab take theirs by position from the start.
+        processed.images.extend(copy.image for copy in state.fan_copies)
+        processed.infotexts.extend(copy.infotext for copy in state.fan_copies)
+        if p.save_samples():  # after the run's images, so each copy numbers after its image
+            for copy in state.fan_copies:
+                images.save_image(copy.image, p.outpath_samples, "", copy.seed, copy.prompt, shared.opts.samples_format, info=copy.infotext, p=p, suffix="-dd-fan")
+    # p, its sampler and the denoiser form a cycle: free the map and latents now, not at the next GC.
+    p.__dict__.pop(STATE_ATTRIBUTE, None)
+
+
+# --- the batch tab: tag inputs with their path (a global patch, undone on unload) -------
+
+
+def install_batch_patch() -> None:
+    try:
+        from modules import img2img as host_img2img
+    except ImportError:
+        logger.warning("%s: no img2img batch module; map folders are unavailable", EXTENSION_NAME)
+        return
+    process_batch = host_img2img.process_batch
+    if getattr(process_batch, "_differential_diffusion_original", None) is not None:
+        return  # installed (this module outlives script reloads)
+
+    def process_batch_with_paths(p: Any, batch_input: Any, *args: Any, **kwargs: Any) -> Any:
+        read = images.read
+
+        def read_and_tag(fp: Any, *read_args: Any, **read_kwargs: Any) -> Any:
+            image = read(fp, *read_args, **read_kwargs)
+            if is_batch_input(fp, batch_input):
+                image.info[SOURCE_PATH_INFO_KEY] = os.fspath(fp)
+            return image
+
+        images.read = read_and_tag
+        try:
+            return process_batch(p, batch_input, *args, **kwargs)
+        finally:
+            images.read = read
+
+    process_batch_with_paths._differential_diffusion_original = process_batch  # type: ignore[attr-defined]
+    host_img2img.process_batch = process_batch_with_paths
+
+
+def remove_batch_patch() -> None:
+    try:
+        from modules import img2img as host_img2img
+    except ImportError:
+        return
+    original = getattr(host_img2img.process_batch, "_differential_diffusion_original", None)
+    if original is not None:
+        host_img2img.process_batch = original
+
+
+# --- settings, X/Y/Z axes, routes --------------------------------------------------------
+
+
+def panel_default(name: str) -> Any:
+    setting = SETTINGS_BY_NAME[name]
+    return getattr(shared.opts, f"{ELEM_PREFIX}_default_{name}", setting.default) if name in PANEL_DEFAULT_NAMES else setting.default
+
+
+def add_settings(gradio: Any) -> None:
+    section = (ELEM_PREFIX, EXTENSION_NAME)
+    for name in PANEL_DEFAULT_NAMES:
+        setting = SETTINGS_BY_NAME[name]
+        if isinstance(setting.default, bool):
+            info = shared.OptionInfo(setting.default, f"Default: {setting.label}", gradio.Checkbox, section=section)
+        else:
+            info = shared.OptionInfo(setting.default, f"Default: {setting.label}", gradio.Slider, {"minimum": setting.minimum, "maximum": setting.maximum, "step": setting.step}, section=section)
+        shared.opts.add_option(f"{ELEM_PREFIX}_default_{name}", info)
+
+
+def xyz_module() -> Any:
+    for data in scripts.scripts_data:
+        if data.script_class.__module__ in ("xyz_grid.py", "xyz_grid") and hasattr(data, "module"):
+            return data.module
+    return None
+
+
+def _xyz_override(name: str) -> Callable[[Any, Any, Any], None]:
+    def apply(p: Any, value: Any, _values: Any) -> None:
+        # A new dict per cell: X/Y/Z shallow-copies p, so a shared dict would leak between cells.
+        setattr(p, OVERRIDES_ATTRIBUTE, {**getattr(p, OVERRIDES_ATTRIBUTE, {}), name: axis_value(name, value)})
+
+    return apply
+
+
+def _xyz_confirm(name: str) -> Callable[[Any, list], None]:
+    def confirm(_p: Any, values: list) -> None:
+        for value in values:
+            axis_value(name, value, check_range=True)  # raises ValueError naming the setting
+
+    return confirm
+
+
+def add_xyz_axes() -> None:
+    """The extension's X/Y/Z axes, once; a changed or missing X/Y/Z plot never stops the extension."""
+    try:
+        xyz = xyz_module()
+        if xyz is None:
+            logger.debug("%s: X/Y/Z plot not loaded (yet); no axes added", EXTENSION_NAME)
+            return
+        labels = [axis_label(name) for name in XYZ_AXES]
+        if any(getattr(option, "label", None) in labels for option in xyz.axis_options):
+            return  # already registered (UI reload)
+        choices = lambda: ["True", "False"]  # noqa: E731
+        for name, label in zip(XYZ_AXES, labels):
+            if isinstance(SETTINGS_BY_NAME[name].default, bool):
+                xyz.axis_options.append(xyz.AxisOptionImg2Img(label, str, _xyz_override(name), choices=choices))
+            else:
+                xyz.axis_options.append(xyz.AxisOptionImg2Img(label, float, _xyz_override(name), confirm=_xyz_confirm(name)))
+    except Exception:  # noqa: BLE001 - the host's X/Y/Z is not ours to break on
+        logger.warning("%s: could not add X/Y/Z plot axes", EXTENSION_NAME, exc_info=True)
+
+
+def remember_elem_id(elem_id: Any) -> None:
+    if TEST_HOOKS and isinstance(elem_id, str):
+        _seen_elem_ids.add(elem_id)
+
+
+def _record_run(p: Any, state: RunState) -> None:
+    _last_run_report.clear()
+    _last_run_report.update(
+        sampler=p.sampler_name,
+        release=state.engine.release.cpu().tolist(),
+        calls=list(state.engine.observer or ()),
+        active=state.engine.active,
+        map_source=state.args.source,
+        received_map=None if state.user_map is None else _png16_base64(state.user_map),
+        p_attributes_missing=[name for name in surfaces.P_ATTRIBUTES if not hasattr(p, name)],
+    )
+
+
+def _png16_base64(array: np.ndarray) -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(array * 65535).astype(np.uint16)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _test_report_surfaces() -> dict[str, Any]:
+    return {
+        "static_problems": surfaces.check_static(xyz_module=xyz_module()),
+        "elem_ids_missing": [name for name in surfaces.ELEM_IDS if name not in _seen_elem_ids] if _seen_elem_ids else None,
+        "surfaces": len(surfaces.SURFACES),
+    }
+
+
+def _callback_counts() -> dict[str, int]:
+    """Registered WebUI callbacks per category (all extensions'): generations must never add any."""
+    return {category: len(callbacks) for category, callbacks in getattr(script_callbacks, "callback_map", {}).items()}
+
+
+def add_routes(_demo: Any, app: Any) -> None:
+    for route in app.routes:
+        if getattr(route, "path", None) in GUARDED_API_PATHS and not isinstance(getattr(route, "app", None), ArgsShapeGuard):
+            route.app = ArgsShapeGuard(route.app)
+    routes = {"/differential-diffusion/v1/schema": schema}
+    if TEST_HOOKS:
+        routes["/differential-diffusion/v1/test/last-run"] = lambda: dict(_last_run_report)
+        routes["/differential-diffusion/v1/test/callbacks"] = _callback_counts
+        routes["/differential-diffusion/v1/test/surfaces"] = _test_report_surfaces
+    present = {getattr(route, "path", None) for route in app.routes}
+    for path, endpoint in routes.items():
+        if path not in present:
+            app.add_api_route(path, endpoint, methods=["GET"], summary=f"{EXTENSION_NAME}: {path.rsplit('/', 1)[-1]}")

@@ -1,0 +1,177 @@
+"""The img2img panel: controls from the settings table, the Preview, the fan's apply button."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from lib_differential_diffusion.args import (
+    ELEM_PREFIX,
+    POSITIONAL_ORDER,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    DifferentialDiffusionArgs,
+    missing_map_note,
+    unwrap_image,
+    values_from_infotext,
+)
+from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
+from lib_differential_diffusion.fan import fan_denoising_strengths
+from lib_differential_diffusion.maps import Geometry, decode_map
+from lib_differential_diffusion.preview import preview_image
+from lib_differential_diffusion.strengths import pixel_strengths
+from modules import images, shared
+from modules.ui_components import InputAccordion
+
+from .adapter import panel_default
+
+# img2img inputs the Preview reads, by elem_id, in the preview function's order.
+PREVIEW_INPUTS = ("img2img_image", "img2img_width", "img2img_height", "img2img_steps", "img2img_denoising_strength", "resize_mode")
+FAN_APPLY_INPUTS = ("fan_count", "fan_layout", "invert", "gamma", "low", "high")
+
+
+def _setting_kwargs(name: str, defaults: dict) -> dict:
+    setting = SETTINGS_BY_NAME[name]
+    kwargs = {"label": setting.label, "value": defaults[name], "elem_id": setting.elem_id}
+    if setting.info:
+        kwargs["info"] = setting.info
+    return kwargs
+
+
+def _slider(name: str, defaults: dict) -> Any:
+    setting = SETTINGS_BY_NAME[name]
+    return gr.Slider(minimum=setting.minimum, maximum=setting.maximum, step=setting.step, **_setting_kwargs(name, defaults))
+
+
+def _error_html(error: DifferentialDiffusionError) -> str:
+    return f"<div class='error'>{error}</div>"
+
+
+def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
+    """The panel's components in ``POSITIONAL_ORDER``, and the infotext fields and keys it pastes."""
+    defaults = {setting.name: panel_default(setting.name) for setting in SETTINGS}
+    with InputAccordion(False, label=EXTENSION_NAME, elem_id=f"{ELEM_PREFIX}_enabled") as enabled:
+        gr.Markdown(
+            "Each pixel changes like img2img at **map value × denoising strength**: "
+            "white changes fully, black keeps the input. Pixels wait on the re-noised "
+            "input until their strength is due.",
+            elem_classes=[f"{ELEM_PREFIX}-hint"],
+        )
+        paste_note = gr.HTML(elem_id=f"{ELEM_PREFIX}_paste_note")
+        change_map = gr.Image(label=SETTINGS_BY_NAME["map"].label, type="pil", image_mode="RGBA", source="upload", elem_id=SETTINGS_BY_NAME["map"].elem_id)
+        with gr.Row():
+            source = gr.Radio(choices=list(SETTINGS_BY_NAME["source"].choices), **_setting_kwargs("source", defaults))
+            invert = gr.Checkbox(**_setting_kwargs("invert", defaults))
+            preserve = gr.Checkbox(**_setting_kwargs("preserve", defaults))
+        with gr.Row():
+            sliders = {name: _slider(name, defaults) for name in ("gamma", "blur", "low", "high")}
+        with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_draw_group") as draw_group:
+            gr.HTML(elem_id=f"{ELEM_PREFIX}_draw_editor")  # the drawing editor (javascript/) mounts here
+        drawn_map = gr.Textbox(visible=False, elem_id=SETTINGS_BY_NAME["drawn_map"].elem_id)
+        with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_fan_group") as fan_group:
+            gr.Markdown(
+                "**Strength fan**: the map is drawn for you, in regions from strength at black (region #1) "
+                "to strength at white (the last). The results come with a labelled copy: pick the region "
+                "you like and apply its strength.",
+                elem_classes=[f"{ELEM_PREFIX}-hint"],
+            )
+            with gr.Row():
+                fan_count = _slider("fan_count", defaults)
+                fan_layout = gr.Radio(choices=list(SETTINGS_BY_NAME["fan_layout"].choices), **_setting_kwargs("fan_layout", defaults))
+            with gr.Row():
+                fan_region = gr.Slider(
+                    label="Region to apply (#)", minimum=1, maximum=defaults["fan_count"], step=1, value=1, elem_id=f"{ELEM_PREFIX}_fan_region",
+                    info="The region number written on the labelled copy of a fan result.",
+                )  # fmt: skip
+                fan_apply = gr.Button("Apply region's strength", elem_id=f"{ELEM_PREFIX}_fan_apply")
+            fan_note = gr.HTML(elem_id=f"{ELEM_PREFIX}_fan_note")
+        map_folder = gr.Textbox(placeholder="optional: a folder of maps named like the batch's input images", **_setting_kwargs("map_folder", defaults))
+        preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
+        preview_error = gr.HTML(elem_id=f"{ELEM_PREFIX}_preview_error")
+        # Full width: the strip is about 8 tiles wide.
+        preview = gr.Image(label="Preview: map over the image, strengths, then released regions step by step", interactive=False, height=200, elem_id=f"{ELEM_PREFIX}_preview")
+
+    components = {
+        "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "map_folder": map_folder,
+        "fan_count": fan_count, "fan_layout": fan_layout, "drawn_map": drawn_map, **sliders,
+    }  # fmt: skip
+    ordered = [components[name] for name in POSITIONAL_ORDER]
+    _wire_preview(host_components, preview_button, ordered, preview, preview_error)
+    _wire_fan_apply(host_components, fan_apply, fan_region, components, fan_note)
+    source.change(
+        fn=lambda value: (gr.update(visible=value == "fan"), gr.update(visible=value == "draw")),
+        inputs=[source], outputs=[fan_group, draw_group], show_progress=False,
+    )  # fmt: skip
+    fan_count.change(fn=lambda count: gr.update(maximum=int(count)), inputs=[fan_count], outputs=[fan_region], show_progress=False)
+    # An uploaded map means "use it": switch the panel on and clear a paste note.
+    change_map.upload(fn=lambda: (gr.update(value=True), ""), inputs=[], outputs=[enabled, paste_note], show_progress=False)
+
+    infotext_fields = [(enabled, lambda params: values_from_infotext(params)["enabled"]), (paste_note, missing_map_note)]
+    for setting in SETTINGS:
+        if setting.infotext_key is not None and setting.name != "enabled":
+            infotext_fields.append((components[setting.name], _infotext_reader(setting.name)))
+    paste_field_names = [setting.infotext_key for setting in SETTINGS if setting.infotext_key]
+    return ordered, infotext_fields, paste_field_names
+
+
+def _infotext_reader(name: str) -> Any:
+    def read(params: dict) -> Any:
+        return values_from_infotext(params).get(name)
+
+    return read
+
+
+def _wire_preview(host_components: dict, button: Any, ordered: list, preview: Any, preview_error: Any) -> None:
+    host = [host_components.get(name) for name in PREVIEW_INPUTS]
+    if any(component is None for component in host):
+        button.visible = False  # the host's layout changed: no preview rather than a broken one
+        return
+
+    def run_preview(*values: Any) -> tuple[Any, str]:
+        init_image, width, height, steps, strength, resize_mode = values[: len(host)]
+        try:
+            args = DifferentialDiffusionArgs.from_ui(*(True, *values[len(host) :]))  # preview as if enabled
+            if args.source == "inpaint mask":
+                raise DifferentialDiffusionError("source", "the preview shows uploaded or drawn maps and fans only")
+            init_image = unwrap_image(init_image)
+            init_size = init_image.size if init_image is not None else (int(width), int(height))
+            geometry = Geometry(init_size, int(width), int(height), int(resize_mode or 0))
+            user_map = None if args.source == "fan" else decode_map(args.user_map())
+            strengths = pixel_strengths(args, geometry, user_map=user_map)
+            base = None
+            if init_image is not None:
+                base = images.resize_image(geometry.image_resize_mode, images.flatten(init_image, shared.opts.img2img_background_color), geometry.width, geometry.height)
+            return preview_image(strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), init_image=base), ""
+        except DifferentialDiffusionError as error:
+            return None, _error_html(error)
+
+    button.click(fn=run_preview, inputs=[*host, *ordered[1:]], outputs=[preview, preview_error], show_progress=False)
+
+
+def _wire_fan_apply(host_components: dict, button: Any, region: Any, components: dict, note: Any) -> None:
+    """One click: the img2img denoising strength becomes the region's, and the panel turns off
+    (a uniform change everywhere is plain img2img, bit for bit)."""
+    denoising = host_components.get("img2img_denoising_strength")
+    if denoising is None:
+        button.visible = False
+        return
+
+    def apply(region_number: Any, slider: Any, *values: Any) -> tuple[Any, Any, str]:
+        try:
+            args = DifferentialDiffusionArgs(**dict(zip(FAN_APPLY_INPUTS, values)))
+            strengths = fan_denoising_strengths(args.fan_count, args.map_options(), float(slider))
+            if not isinstance(region_number, (int, float)) or not 1 <= region_number <= args.fan_count or region_number != int(region_number):
+                raise DifferentialDiffusionError("fan region", f"must be a whole number from 1 to {args.fan_count} (the fan has {args.fan_count} regions), got {region_number!r}")
+        except DifferentialDiffusionError as error:
+            return gr.update(), gr.update(), _error_html(error)
+        strength = strengths[int(region_number) - 1]
+        message = f"Denoising strength set to {strength:.2f} (region #{int(region_number)} of {args.fan_count}); {EXTENSION_NAME} turned off."
+        return gr.update(value=strength), gr.update(value=False), f"<div>{message}</div>"
+
+    button.click(
+        fn=apply,
+        inputs=[region, denoising, *(components[name] for name in FAN_APPLY_INPUTS)],
+        outputs=[denoising, components["enabled"], note],
+        show_progress=False,
+    )

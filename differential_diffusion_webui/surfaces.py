@@ -1,0 +1,154 @@
+"""Every surface of the WebUI the extension touches, in one table.
+
+Each entry names a host module attribute (a function with the leading
+parameters we pass, a class, an option), a script hook, an attribute of the
+img2img processing object ``p`` we read or write, an instance patch, a global
+patch, an X/Y/Z internal, or a UI element id. ``check_static`` resolves what
+can be resolved by importing (inside a host process, or on the test
+stand-in); the attributes of ``p`` and the element ids are checked during a
+real generation and UI build (``adapter`` records them in test mode). The
+real-host drift test asserts that nothing is missing on every host tree, and
+CI asserts the same of ``tests/standin``, so the stand-in cannot drift from
+the hosts without a test failing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Surface:
+    kind: str  # function | class | attribute | option | hook | p | instance patch | global patch | xyz | elem_id | module
+    name: str  # dotted: module path and attribute ("modules.images.resize_image"), hook name, p attribute, elem id
+    params: tuple[str, ...] = ()  # parameters we pass by name or position (functions, hooks)
+    why: str = ""
+
+
+SURFACES: tuple[Surface, ...] = (
+    # --- script hooks (modules.scripts.Script) -----------------------------------------
+    Surface("class", "modules.scripts.Script", why="the script's base class"),
+    Surface("attribute", "modules.scripts.AlwaysVisible", why="an always-on img2img panel"),
+    Surface("attribute", "modules.scripts.scripts_data", why="finding the X/Y/Z plot's module"),
+    Surface("hook", "after_component", ("component",), "img2img inputs the Preview reads"),
+    Surface("hook", "before_process", ("p",), "parse and validate; refuse bad input"),
+    Surface("hook", "process", ("p",), "soft inpaint mask (mask_round)"),
+    Surface("hook", "process_before_every_sampling", ("p",), "build the engine from x, noise, c, uc; wrap the denoiser"),
+    Surface("hook", "on_mask_blend", ("p", "mba"), "take the host's latent mask blend"),
+    Surface("hook", "post_sample", ("p", "ps"), "finalize, unwrap"),
+    Surface("hook", "postprocess_image", ("p", "pp"), "preserve unchanged pixels"),
+    Surface("hook", "postprocess_image_after_composite", ("p", "pp"), "preserve after the only-masked paste-back; fan labels"),
+    Surface("hook", "postprocess", ("p", "processed"), "fan copies; drop the run's state"),
+    # --- p (StableDiffusionProcessingImg2Img), checked during a generation ----------------
+    *(
+        Surface("p", name)
+        for name in (
+            "init_images", "width", "height", "resize_mode", "steps", "denoising_strength", "sampler", "sampler_name",
+            "extra_generation_params", "image_mask", "mask_round", "inpainting_mask_invert", "mask_blur_x", "mask_blur_y",
+            "inpaint_full_res", "paste_to", "s_min_uncond", "refiner_checkpoint_info", "is_api", "init",
+            "batch_index", "iteration", "seeds", "prompts", "all_prompts", "all_seeds", "all_subseeds",
+            "outpath_samples", "save_samples",
+        )
+    ),  # fmt: skip
+    Surface("instance patch", "p.sampler.model_wrap_cfg.forward", ("x", "sigma"), "the blend wraps this sampler's CFG denoiser"),
+    Surface("p", "p.sampler.get_sigmas", ("p", "steps"), "k-diffusion schedule"),
+    Surface("p", "p.sampler.get_timesteps", ("p", "steps"), "timestep samplers' schedule (DDIM, PLMS, UniPC)"),
+    Surface("p", "p.sampler.funcname", why="Heun/Restart steps end at the next level; UniPC keeps its steps"),
+    # --- host functions and options -----------------------------------------------------
+    Surface("function", "modules.images.resize_image", ("resize_mode", "im", "width", "height"), "the init image's geometry, for preserve"),
+    Surface("function", "modules.images.flatten", ("img", "bgcolor")),
+    Surface("function", "modules.images.get_font", ("fontsize",), "fan labels in the host's font"),
+    Surface("function", "modules.images.save_image", ("image", "path", "basename", "seed", "prompt", "extension", "info", "p", "suffix")),
+    Surface("function", "modules.processing.create_binary_mask", ("image", "round")),
+    Surface("function", "modules.processing.create_infotext", ("p", "all_prompts", "all_seeds", "all_subseeds", "comments", "iteration", "position_in_batch")),
+    Surface("function", "modules.script_callbacks.on_ui_settings", ("callback", "name")),
+    Surface("function", "modules.script_callbacks.on_before_ui", ("callback", "name")),
+    Surface("function", "modules.script_callbacks.on_app_started", ("callback", "name")),
+    Surface("function", "modules.script_callbacks.on_script_unloaded", ("callback", "name")),
+    Surface("attribute", "modules.script_callbacks.callback_map", why="test route: registered callbacks per category"),
+    Surface("class", "modules.shared.OptionInfo", ("default", "label", "component", "component_args"), "Settings page defaults"),
+    Surface("function", "modules.shared.opts.add_option", ("key", "info")),
+    Surface("attribute", "modules.shared.sd_model", why="alphas_cumprod; add_noise_to_latent where the model has one"),
+    *(
+        Surface("option", f"modules.shared.opts.{name}")
+        for name in (
+            "img2img_fix_steps", "img2img_extra_noise", "skip_early_cond", "s_min_uncond_all", "refiner_switch_by_sample_steps",
+            "img2img_background_color", "enable_pnginfo", "samples_format",
+        )
+    ),  # fmt: skip
+    Surface("class", "modules.ui_components.InputAccordion", ("value",)),
+    Surface("module", "cv2", why="the host's own mask blur (cv2.GaussianBlur)"),
+    # --- global patches, undone on script unload ------------------------------------------
+    Surface("global patch", "modules.img2img.process_batch", ("p",), "tag batch-tab inputs with their file path"),
+    Surface("global patch", "modules.images.read", ("fp",), "patched only while process_batch runs"),
+    # --- X/Y/Z plot (a script whose module is found through scripts_data) ---------------------
+    Surface("xyz", "AxisOptionImg2Img", ("label", "type", "apply"), "the extension's axes"),
+    Surface("xyz", "axis_options"),
+    # --- UI (checked when the UI is built) --------------------------------------------------
+    *(
+        Surface("elem_id", name)
+        for name in ("img2img_image", "img2img_width", "img2img_height", "img2img_steps", "img2img_denoising_strength", "resize_mode")
+    ),
+)
+
+P_ATTRIBUTES = tuple(surface.name for surface in SURFACES if surface.kind == "p" and "." not in surface.name)
+ELEM_IDS = tuple(surface.name for surface in SURFACES if surface.kind == "elem_id")
+
+
+def _resolve(dotted: str, importer: Callable[[str], Any]) -> Any:
+    """The object a dotted name names: the longest importable module prefix, then attributes."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            value = importer(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            value = getattr(value, attribute)
+        return value
+    raise ImportError(dotted)
+
+
+def _parameters_missing(function: Any, params: tuple[str, ...]) -> list[str]:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return []  # builtins without a signature: presence is all we can check
+    names = set(signature.parameters)
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in signature.parameters.values()):
+        return []  # takes anything by name
+    return [name for name in params if name not in names]
+
+
+def check_static(importer: Callable[[str], Any] = importlib.import_module, xyz_module: Any = None) -> dict[str, str]:
+    """Problems with the importable surfaces: {surface name: what is wrong}; empty when all is there."""
+    problems: dict[str, str] = {}
+    script_class = None
+    try:
+        script_class = _resolve("modules.scripts.Script", importer)
+    except Exception as error:  # noqa: BLE001 - a host without it is exactly what this reports
+        problems["modules.scripts.Script"] = f"missing ({type(error).__name__}: {error})"
+    for surface in SURFACES:
+        try:
+            if surface.kind in ("function", "class", "attribute", "option", "module", "global patch"):
+                value = _resolve(surface.name, importer)
+            elif surface.kind == "hook":
+                value = getattr(script_class, surface.name)
+            elif surface.kind == "xyz":
+                if xyz_module is None:
+                    problems[surface.name] = "the X/Y/Z plot script is not loaded"
+                    continue
+                value = getattr(xyz_module, surface.name)
+            else:
+                continue  # p attributes and element ids: checked during a run / a UI build
+        except Exception as error:  # noqa: BLE001
+            problems[surface.name] = f"missing ({type(error).__name__}: {error})"
+            continue
+        if surface.params and callable(value):
+            missing = _parameters_missing(value, surface.params)
+            if missing:
+                problems[surface.name] = f"takes no parameter(s) {', '.join(missing)}"
+    return problems

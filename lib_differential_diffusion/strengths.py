@@ -1,0 +1,75 @@
+"""Per-pixel strengths of a run, and keeping unchanged pixels exactly.
+
+``pixel_strengths`` is the one function that turns the user's source (an
+uploaded or drawn map, a fan, the inpaint mask) into each output pixel's
+strength as a fraction of the denoising slider; the generation and the
+Preview both call it. ``preserve`` puts the input's own pixels back where a
+pixel was never released.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from .args import DifferentialDiffusionArgs
+from .fan import fan_map
+from .maps import Geometry, align_map, apply_options
+
+PRESERVE_FEATHER = 4.0
+"""Width, in output pixels, of the ramp from kept to generated pixels around
+zero-strength regions when unchanged pixels are preserved."""
+
+
+def fan_over(size: tuple[int, int], args: DifferentialDiffusionArgs, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The fan in the output's frame: over the whole image of ``size``, or inside ``box`` of it
+    (inpaint "only masked": the crop box, where the generated image lands)."""
+    if box is None:
+        return fan_map(size[0], size[1], args.fan_count, args.fan_layout)
+    canvas = np.zeros((size[1], size[0]), dtype=np.float32)
+    left, top, right, bottom = box
+    canvas[top:bottom, left:right] = fan_map(right - left, bottom - top, args.fan_count, args.fan_layout)
+    return canvas
+
+
+def pixel_strengths(
+    args: DifferentialDiffusionArgs,
+    geometry: Geometry,
+    *,
+    user_map: np.ndarray | None = None,
+    inpaint_mask: np.ndarray | None = None,
+    fan_box: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Each output pixel's strength before the slider, float32 (height, width) in [0, 1].
+
+    ``user_map`` (decoded, any size) and ``inpaint_mask`` (the host's processed
+    mask at the init image's size) get the init image's geometry; a fan is
+    drawn in the output's frame (``fan_box``: only inside that box). The map
+    options apply to the source; an inpaint mask then multiplies it, unless
+    the mask is the source.
+    """
+    mask = None if inpaint_mask is None else align_map(inpaint_mask, geometry)
+    if args.source == "inpaint mask":
+        source, mask = mask, None
+    elif args.source == "fan":
+        source = fan_over((geometry.width, geometry.height), args, fan_box)
+    else:
+        source = align_map(user_map, geometry)
+    strengths = apply_options(source, args.map_options())
+    return strengths if mask is None else strengths * mask
+
+
+def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) -> Image.Image:
+    """Original pixels where ``kept``, with a short ramp into the generated ones (no seam).
+
+    The ramp is 8-bit (PIL's Gaussian blur of the kept mask): kept pixels get
+    weight 0 and pixels out of the ramp's reach weight 1 exactly, so both stay
+    exact; only the ramp itself mixes.
+    """
+    if generated.size != original.size or kept.shape != (generated.height, generated.width) or not kept.any():
+        return generated
+    kept_image = Image.fromarray(kept.astype(np.uint8) * 255, "L")
+    near_kept = np.asarray(kept_image.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER)), dtype=np.uint16)
+    # Weight of the original: 1 on kept pixels, falling to 0 where the blurred mask is below 1/2.
+    original_weight = np.where(kept, 255, np.minimum(2 * near_kept, 255)).astype(np.uint8)
+    return Image.composite(original.convert("RGB"), generated.convert("RGB"), Image.fromarray(original_weight, "L"))

@@ -1,0 +1,84 @@
+"""Per-pixel strengths (one function for the run and the Preview) and the preserve composite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lib_differential_diffusion.args import DifferentialDiffusionArgs
+from lib_differential_diffusion.fan import fan_map
+from lib_differential_diffusion.maps import Geometry, align_map, apply_options
+from lib_differential_diffusion.strengths import PRESERVE_FEATHER, fan_over, pixel_strengths, preserve
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def test_preserve_keeps_zero_strength_pixels_exactly_and_ramps_smoothly():
+    rng = np.random.default_rng(1)
+    original = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
+    generated = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
+    strengths = np.ones((64, 96), dtype=np.float32)
+    strengths[:, :40] = 0.0  # kept
+    strengths[:, 40:48] = 0.3  # weak but changing
+    result = pixels(preserve(generated, original, strengths <= 0))
+    a, b = pixels(original).astype(float), pixels(generated).astype(float)
+    assert np.array_equal(result[:, :40], pixels(original)[:, :40])
+    far = 40 + int(np.ceil(4 * PRESERVE_FEATHER)) + 1
+    assert np.array_equal(result[:, far:], pixels(generated)[:, far:])
+    # weight of the generated image per column: 0 on the kept side, rising without jumps to 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.nanmedian((result.astype(float) - a) / (b - a), axis=(0, 2))
+    ramp = weight[40:far]
+    assert np.all(np.diff(ramp) >= -0.02) and ramp[0] < 0.15 and ramp[-1] > 0.95
+    assert np.max(np.diff(weight[39 : far + 1])) < 0.25
+    # sizes that do not match (another script resized the image): left alone
+    smaller = generated.resize((48, 32))
+    assert preserve(smaller, original, strengths <= 0) is smaller
+
+
+def test_preserve_without_kept_pixels_returns_the_generated_image():
+    generated = Image.new("RGB", (16, 16), (1, 2, 3))
+    assert preserve(generated, Image.new("RGB", (16, 16)), np.zeros((16, 16), bool)) is generated
+
+
+def ramp(width: int = 48, height: int = 32) -> np.ndarray:
+    return np.tile(np.linspace(0, 1, width, dtype=np.float32), (height, 1))
+
+
+@pytest.mark.parametrize("resize_mode", [0, 1, 2, 3])
+def test_map_strengths_are_the_aligned_map_through_the_options(resize_mode):
+    args = DifferentialDiffusionArgs(enabled=True, map="x", gamma=2.0, low=0.1, high=0.8)
+    geometry = Geometry((48, 32), 64, 64, resize_mode)
+    expected = apply_options(align_map(ramp(), geometry), args.map_options())
+    np.testing.assert_array_equal(pixel_strengths(args, geometry, user_map=ramp()), expected)
+
+
+def test_inpaint_mask_multiplies_the_map_or_is_the_source():
+    mask = np.zeros((32, 48), np.float32)
+    mask[:, 24:] = 0.5
+    geometry = Geometry((48, 32), 48, 32)
+    with_map = pixel_strengths(DifferentialDiffusionArgs(enabled=True, map="x"), geometry, user_map=ramp(), inpaint_mask=mask)
+    np.testing.assert_allclose(with_map, ramp() * mask)
+    as_source = pixel_strengths(DifferentialDiffusionArgs(enabled=True, source="inpaint mask", invert=True), geometry, inpaint_mask=mask)
+    np.testing.assert_allclose(as_source, 1 - mask)  # options apply to the mask as the source, nothing multiplies it
+
+
+def test_fan_is_drawn_in_the_output_frame_whatever_the_geometry():
+    args = DifferentialDiffusionArgs(enabled=True, source="fan", fan_count=3, fan_layout="horizontal bands")
+    for mode in (0, 1, 2):
+        strengths = pixel_strengths(args, Geometry((10, 90), 60, 30, mode))
+        np.testing.assert_array_equal(strengths, fan_map(60, 30, 3, "horizontal bands"))
+    boxed = pixel_strengths(args, Geometry((100, 80), 100, 80), fan_box=(10, 20, 70, 50))
+    assert np.all(boxed[:20] == 0) and np.all(boxed[:, :10] == 0) and np.all(boxed[50:] == 0)
+    np.testing.assert_array_equal(boxed[20:50, 10:70], fan_map(60, 30, 3, "horizontal bands"))
+    np.testing.assert_array_equal(fan_over((100, 80), args, (10, 20, 70, 50)), boxed)
+
+
+def test_drawn_map_is_aligned_like_an_uploaded_one():
+    drawn = DifferentialDiffusionArgs(enabled=True, source="draw", drawn_map="data:image/png;base64,AAAA")
+    uploaded = DifferentialDiffusionArgs(enabled=True, map="x")
+    geometry = Geometry((48, 32), 96, 64, 1)
+    np.testing.assert_array_equal(pixel_strengths(drawn, geometry, user_map=ramp()), pixel_strengths(uploaded, geometry, user_map=ramp()))
