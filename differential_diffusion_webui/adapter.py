@@ -37,7 +37,6 @@ from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffus
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
 from lib_differential_diffusion.maps import Geometry, decode_map, to_latent
 from lib_differential_diffusion.schedule import (
-    NEVER,
     SigmaLevels,
     StepCounting,
     TimestepLevels,
@@ -149,7 +148,7 @@ def state_of(p: Any) -> RunState | None:
 
 
 def map_hash(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:10]
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()[:10]
 
 
 def before_process(p: Any, script_args: tuple) -> None:
@@ -378,8 +377,7 @@ def kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
     """Pixels never released: strength 0, or too small for the sampler to take a step."""
     if state.engine is None:
         return strengths <= 0
-    release = state.engine.release_steps(torch.from_numpy(strengths).to(torch.float64) * state.slider)
-    return (release == NEVER).numpy()
+    return state.engine.never_released_pixels(strengths, state.slider)
 
 
 def original_in_output_frame(p: Any, state: RunState, index: int) -> Image.Image:

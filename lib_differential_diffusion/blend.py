@@ -38,9 +38,10 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 
-from .schedule import NEVER, NoiseLevels, img2img_start, release_steps
+from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps
 
 # Two levels closer than this (relative) are the same table entry; the host
 # passes levels through float32 or float16 tensors.
@@ -134,8 +135,12 @@ class DifferentialDiffusion:
         self._pinned = self._released_now = None
 
     def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
-        """This run's release step for any strengths (e.g. at pixel resolution, for preserving pixels)."""
+        """This run's release step for any strengths."""
         return release_steps(pixel_strengths.cpu(), self.levels, **self._schedule)
+
+    def never_released_pixels(self, strengths: np.ndarray, slider: float) -> np.ndarray:
+        """Which pixels of a map (strengths before the slider, e.g. at pixel resolution) this run never releases."""
+        return never_released(strengths, slider, self.levels, **self._schedule)
 
     @property
     def active(self) -> bool:

@@ -21,6 +21,7 @@ import math
 from dataclasses import astuple, dataclass
 from typing import Any, Callable, Iterable, Protocol
 
+import numpy as np
 import torch
 
 # Release step of a pixel that is never released (strength 0, or a strength
@@ -235,6 +236,51 @@ def release_steps(
         if count < len(run_levels):
             release_by_key[key + 1] = count
     return release_by_key[keys + 1].reshape(pixel_strengths.shape)
+
+
+def never_released(
+    strengths: np.ndarray,
+    slider: float,
+    levels: NoiseLevels,
+    *,
+    steps: int,
+    run_strength: float,
+    fix_steps: bool,
+) -> np.ndarray:
+    """Which pixels of a float32 map (strengths before the slider) are never released.
+
+    The same answer as ``release_steps(strengths * slider) == NEVER``, in one
+    comparison per pixel: without ``fix_steps`` a pixel's start key
+    ``floor(min(v * slider, 0.999) * steps)`` grows with v, and the run
+    releases every key from the smallest released one up, so "never released"
+    is "v below a threshold"; the threshold is found by bisecting float32
+    values with the exact float64 arithmetic of the per-pixel rule. With
+    ``fix_steps`` (a schedule per strength) every pixel is evaluated.
+    """
+    if fix_steps:
+        release = release_steps(torch.from_numpy(np.ascontiguousarray(strengths)).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=True)
+        return (release == NEVER).numpy()
+    run_levels = levels.step_levels(img2img_start(run_strength, steps, False))
+    first_released = next((key for key in range(steps) if int((run_levels > levels.start_level(Img2ImgStart(steps, key))).sum()) < len(run_levels)), None)
+    if first_released is None:
+        return np.ones(strengths.shape, dtype=bool)
+
+    def released(value: np.float32) -> bool:
+        product = float(np.float64(value) * slider)  # as release_steps: float64 of the float32 value, times the slider
+        return product > 0 and math.floor(min(product, 0.999) * steps) >= first_released
+
+    # Non-negative float32 values order like their bit patterns: bisect those.
+    low, high = 0, int(np.float32(1.0).view(np.int32))
+    if not released(np.float32(1.0)):
+        return np.ones(strengths.shape, dtype=bool)
+    while low < high:
+        middle = (low + high) // 2
+        if released(np.int32(middle).view(np.float32)):
+            high = middle
+        else:
+            low = middle + 1
+    threshold = np.int32(low).view(np.float32)
+    return strengths < threshold
 
 
 def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int) -> float:

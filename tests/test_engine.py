@@ -6,13 +6,14 @@ small deterministic denoiser, with and without the engine.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from tiny_denoiser import ALPHAS_CUMPROD
 from a1111_sampling import K_SAMPLERS, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser
 from lib_differential_diffusion.blend import DifferentialDiffusion, StepTracker
-from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, release_steps, skip_start_strength
+from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, never_released, release_steps, skip_start_strength
 
 ALL_SAMPLERS = [*K_SAMPLERS, "DDIM"]
 # Samplers whose state after the release step depends only on that state
@@ -308,3 +309,16 @@ def test_step_skipping_gives_identical_output_with_fewer_model_calls(name, denoi
     assert calls_skipped < calls_full
     if name in ("Euler", "DDIM"):  # one call per step: 18 -> 9 k-diffusion steps, 17 -> 8 DDIM steps
         assert calls_full - calls_skipped == 9
+
+
+@pytest.mark.parametrize("fix_steps", [False, True])
+@pytest.mark.parametrize("steps, run_strength, slider", [(10, 1.0, 1.0), (20, 0.45, 0.9), (49, 0.8, 0.8), (7, 0.3, 0.75), (10, 0.05, 0.05)])
+def test_never_released_is_release_steps_never_at_pixel_resolution(steps, run_strength, slider, fix_steps):
+    values = np.concatenate([np.linspace(0, 1, 4097, dtype=np.float32), np.float32([1e-9, 0.1, 0.7, 1 / 49, 0.0199, 0.02, 0.0201])])
+    rng_values = np.random.default_rng(3).random(5000, dtype=np.float32) * 0.2
+    strengths = np.concatenate([values, rng_values]).reshape(1, -1)
+    levels = karras_levels()
+    expected = (release_steps(torch.from_numpy(strengths).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps) == NEVER).numpy()
+    kept = never_released(strengths, slider, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps)
+    assert np.array_equal(kept, expected)
+    assert kept[0, 0] and expected.any() and not expected.all()

@@ -82,6 +82,9 @@ opts = Options(
         "samples_save": OptionInfo(True, "Always save all generated images"),
         "samples_format": OptionInfo("png", "File format for images"),
         "enable_pnginfo": OptionInfo(True, "Write infotext to metadata of the generated image"),
+        "skip_early_cond": OptionInfo(0.0, "Ignore negative prompt during early sampling"),
+        "s_min_uncond_all": OptionInfo(False, "Negative Guidance minimum sigma all steps"),
+        "refiner_switch_by_sample_steps": OptionInfo(False, "Switch to refiner by sampling steps instead of model timesteps"),
     }
 )
 
