@@ -607,3 +607,7 @@ def add_routes(_demo: Any, app: Any) -> None:
     for path, endpoint in routes.items():
         if path not in present:
             app.add_api_route(path, endpoint, methods=["GET"], summary=f"{EXTENSION_NAME}: {path.rsplit('/', 1)[-1]}")
+    restart_path = "/differential-diffusion/v1/test/reload-ui"
+    if TEST_HOOKS and restart_path not in present:
+        # What Settings -> "Reload UI" does: scripts unload and load again in this process.
+        app.add_api_route(restart_path, lambda: shared.state.request_restart(), methods=["POST"], summary=f"{EXTENSION_NAME}: reload-ui")

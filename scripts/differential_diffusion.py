@@ -63,7 +63,9 @@ class Script(scripts.Script):
         adapter.postprocess(p, processed)
 
 
-# At every script load (the host clears callbacks on reload; the patch is undone on unload).
+# At every script load. A full reload clears the host's callbacks and undoes our patch
+# (on_script_unloaded); "reload script bodies" re-runs this file alone, so drop ours first.
+script_callbacks.remove_current_script_callbacks()
 adapter.install_batch_patch()
 # X/Y/Z (a root script, loaded before extensions) reads its axes when its UI is
 # built: with --nowebui that happens before on_before_ui, so register now too.

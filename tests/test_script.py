@@ -853,6 +853,7 @@ def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
     assert [route.path for route in app.routes] == [
         "/differential-diffusion/v1/schema", "/differential-diffusion/v1/test/last-run",
         "/differential-diffusion/v1/test/callbacks", "/differential-diffusion/v1/test/surfaces",
+        "/differential-diffusion/v1/test/reload-ui",
     ]  # fmt: skip
     counts_before = app.routes[2].endpoint()
     assert counts_before["callbacks_app_started"] >= 1 and counts_before == {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()}
@@ -930,6 +931,50 @@ def test_batch_tab_map_folder_matches_maps_by_file_name(host, tmp_path):
     assert np.array_equal(pixels(second.images[0])[:, left], np.asarray(Image.open(inputs / "b.png").convert("RGB"))[:, left])
     assert not np.array_equal(pixels(second.images[0]), np.asarray(Image.open(inputs / "b.png").convert("RGB")))
     assert all(module.SOURCE_PATH_INFO_KEY not in image.info for module in [host.adapter] for image in p.init_images)
+    assert_no_hook_errors(host)
+
+
+def _load_script_file_again() -> types.ModuleType:
+    """What the host does on a script reload: execute the file again, extension root first on sys.path."""
+    syspath = sys.path
+    sys.path = [str(ROOT)] + sys.path
+    try:
+        spec = importlib.util.spec_from_file_location(SCRIPT_PATH.name, str(SCRIPT_PATH))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path = syspath
+
+
+def test_reloads_leave_one_patch_and_one_set_of_callbacks_and_map_folders_keep_working(host, tmp_path):
+    """Reload UI (scripts unload, the host clears callbacks, files run again) and "reload script
+    bodies" (files run again): the batch tab's map folder still works after both."""
+    from modules import img2img
+
+    counts = {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()}
+    patched = img2img.process_batch
+    assert getattr(patched, "_differential_diffusion_original", None) is not None
+
+    host.script_callbacks.script_unloaded_callback()  # Reload UI, first half
+    assert getattr(img2img.process_batch, "_differential_diffusion_original", None) is None  # no patch left behind
+    host.script_callbacks.clear_callbacks()
+    _load_script_file_again()
+    assert {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()} == counts
+    _load_script_file_again()  # reload script bodies: no callbacks are cleared by the host
+    assert {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()} == counts
+    assert getattr(img2img.process_batch, "_differential_diffusion_original", None) is getattr(patched, "_differential_diffusion_original")
+
+    inputs, maps = tmp_path / "in", tmp_path / "maps"
+    inputs.mkdir()
+    maps.mkdir()
+    photo(seed=3).save(inputs / "a.png")
+    columns(0, 1).save(maps / "a.png")
+    img2img.process_images = host.driver.process_images
+    p = make_p(host, ui_values(map=None, map_folder=str(maps)))
+    (processed,) = img2img.process_batch(p, str(inputs), "", "", p.script_args)
+    left = slice(0, SIZE // 2 - 6)
+    assert np.array_equal(pixels(processed.images[0])[:, left], np.asarray(Image.open(inputs / "a.png").convert("RGB"))[:, left])
     assert_no_hook_errors(host)
 
 

@@ -94,3 +94,11 @@ def script_unloaded_callback():
 
 def on_script_unloaded(callback, *, name=None):
     add_callback(callback_map["callbacks_script_unloaded"], callback, name=name, category="script_unloaded")
+
+
+def remove_current_script_callbacks():
+    stack = [x for x in inspect.stack() if x.filename != __file__]
+    filename = stack[0].filename if stack else "unknown file"
+    for callback_list in callback_map.values():
+        for callback_to_remove in [cb for cb in callback_list if cb.script == filename]:
+            callback_list.remove(callback_to_remove)

@@ -113,5 +113,9 @@ class State:
     def begin(self):
         self.interrupted = self.skipped = self.stopping_generation = False
 
+    def request_restart(self):
+        self.interrupt()
+        self.server_command = "restart"
+
 
 state = State()
