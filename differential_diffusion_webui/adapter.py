@@ -38,6 +38,8 @@ from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_fo
 from lib_differential_diffusion.maps import Geometry, decode_map, to_latent
 from lib_differential_diffusion.schedule import (
     SigmaLevels,
+    alpha_start_rule,
+    sigma_start_rule,
     StepCounting,
     TimestepLevels,
     can_skip_steps,
@@ -243,37 +245,13 @@ def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = Fa
 # --- sampling ---------------------------------------------------------------------------
 
 
-def start_latent_rule(model: Any, family: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The host's img2img start at a level, as ``sample_img2img`` builds it: the model's own
-    noise function where it has one (flow models), then the "Extra noise" setting."""
-    extra = float(getattr(shared.opts, "img2img_extra_noise", 0) or 0)
-    add_noise = getattr(model, "add_noise_to_latent", None)
-
-    if family == "sigma":
-
-        def start(init: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            latent = add_noise(init, noise, sigma) if add_noise is not None else (noise * sigma).add_(init)
-            if extra > 0:
-                latent += noise * extra
-            return latent
-
-    else:
-
-        def start(init: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-            sqrt_alpha = torch.sqrt(alpha)
-            latent = (init * sqrt_alpha).add_(noise * torch.sqrt(1 - alpha))
-            if extra > 0:
-                latent += noise * extra * sqrt_alpha
-            return latent
-
-    return start
-
-
 def noise_levels(p: Any) -> SigmaLevels | TimestepLevels:
+    """The sampler family's schedule and the host's img2img start rule (model noise function, extra noise)."""
     sampler, model = p.sampler, shared.sd_model
+    extra_noise = float(getattr(shared.opts, "img2img_extra_noise", 0) or 0)
     if hasattr(sampler, "get_timesteps"):
-        return TimestepLevels(lambda steps: sampler.get_timesteps(p, steps).cpu(), model.alphas_cumprod, start_latent_rule(model, "timestep"))
-    return SigmaLevels(lambda steps: sampler.get_sigmas(p, steps), start_latent_rule(model, "sigma"))
+        return TimestepLevels(lambda steps: sampler.get_timesteps(p, steps).cpu(), model.alphas_cumprod, alpha_start_rule(extra_noise))
+    return SigmaLevels(lambda steps: sampler.get_sigmas(p, steps), sigma_start_rule(getattr(model, "add_noise_to_latent", None), extra_noise))
 
 
 def sampler_function_name(sampler: Any) -> str:

@@ -48,6 +48,35 @@ def ddpm_noise(init: torch.Tensor, noise: torch.Tensor, alpha_cumprod: torch.Ten
     return (init * torch.sqrt(alpha_cumprod)).add_(noise * torch.sqrt(1 - alpha_cumprod))
 
 
+def sigma_start_rule(add_noise_to_latent: StartLatent | None = None, extra_noise: float = 0.0) -> StartLatent:
+    """A1111's k-diffusion img2img start (``sample_img2img``): the model's own noise function
+    where it has one (flow models: ``x (1 - sigma) + noise sigma``), else ``x + noise sigma``;
+    then the "Extra noise" setting adds ``noise * extra``, whatever the level."""
+    noised = add_noise_to_latent or additive_noise
+    if extra_noise <= 0:
+        return noised
+
+    def start(init: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        latent = noised(init, noise, sigma)
+        latent += noise * extra_noise
+        return latent
+
+    return start
+
+
+def alpha_start_rule(extra_noise: float = 0.0) -> StartLatent:
+    """A1111's timestep samplers' img2img start; "Extra noise" adds ``noise * extra * sqrt(a)``."""
+    if extra_noise <= 0:
+        return ddpm_noise
+
+    def start(init: torch.Tensor, noise: torch.Tensor, alpha_cumprod: torch.Tensor) -> torch.Tensor:
+        latent = ddpm_noise(init, noise, alpha_cumprod)
+        latent += noise * extra_noise * torch.sqrt(alpha_cumprod)
+        return latent
+
+    return start
+
+
 @dataclass(frozen=True)
 class Img2ImgStart:
     """Where plain A1111 img2img starts: the schedule length and ``t_enc``."""

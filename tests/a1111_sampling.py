@@ -17,7 +17,7 @@ import torch
 from k_diffusion import external, sampling
 
 from lib_differential_diffusion.blend import DifferentialDiffusion
-from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, img2img_start
+from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, alpha_start_rule, img2img_start, sigma_start_rule
 from tiny_denoiser import ALPHAS_CUMPROD, TinyEpsNet
 
 class CompVisLikeModel(torch.nn.Module):
@@ -34,6 +34,40 @@ class CompVisLikeModel(torch.nn.Module):
 
 def make_denoiser(seed: int = 1234) -> external.CompVisDenoiser:
     return external.CompVisDenoiser(CompVisLikeModel(TinyEpsNet(seed)), quantize=False)
+
+
+def flow_sigmas(shift: float = 3.0, timesteps: int = 1000) -> torch.Tensor:
+    """SD3's ModelSamplingDiscreteFlow table (A1111 ``modules/models/sd3/sd3_impls.py``): shifted t/1000."""
+    t = torch.arange(1, timesteps + 1, 1) / timesteps
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sd3_add_noise_to_latent(x: torch.Tensor, noise: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """``SD3Inferencer.add_noise_to_latent`` (A1111 ``sd3_model.py``): the flow path."""
+    return x * (1 - amount) + noise * amount
+
+
+class FlowDenoiser(external.DiscreteSchedule):
+    """What A1111's ``SD3Denoiser`` is to the samplers: a discrete flow schedule whose model returns x0.
+
+    The model is the ideal x0 estimate of Gaussian latents on the path
+    x = (1 - sigma) x0 + sigma noise, plus the tiny net's content-dependent wobble.
+    """
+
+    DATA_VARIANCE = 25.0
+
+    def __init__(self, seed: int = 1234) -> None:
+        super().__init__(flow_sigmas(), quantize=False)
+        self.net = TinyEpsNet(seed)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **_: object) -> torch.Tensor:
+        s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
+        ideal = (1 - s) * self.DATA_VARIANCE * x / ((1 - s) ** 2 * self.DATA_VARIANCE + s**2)
+        return ideal + 0.3 * self.net(x, sigma * 999)
+
+
+def make_flow_denoiser(seed: int = 1234) -> FlowDenoiser:
+    return FlowDenoiser(seed)
 
 
 # name: (k-diffusion function, scheduler, discard penultimate sigma, brownian noise, evaluates at the next step's level)
@@ -97,6 +131,8 @@ class Run:
     fix_steps: bool = False
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    extra_noise: float = 0.0  # Settings -> img2img -> "Extra noise"
+    add_noise_to_latent: Callable | None = None  # the model's own noise function (flow models)
 
 
 def sampler_schedule_kwargs(function: Callable, sigma_sched: torch.Tensor) -> dict:
@@ -131,7 +167,13 @@ def kdiffusion_img2img(
     start = img2img_start(run.strength, run.steps, run.fix_steps)
     sigmas = sigmas_for_steps(start.total_steps)
     sigma_sched = sigmas[start.total_steps - start.t_enc - 1 :]
-    xi = run.init + run.noise * sigma_sched[0]
+    # sample_img2img, as the host writes it:
+    if run.add_noise_to_latent is not None:
+        xi = run.add_noise_to_latent(run.init, run.noise, sigma_sched[0])
+    else:
+        xi = run.init + run.noise * sigma_sched[0]
+    if run.extra_noise > 0:
+        xi += run.noise * run.extra_noise
 
     function = getattr(sampling, funcname)
     kwargs = sampler_schedule_kwargs(function, sigma_sched)
@@ -147,7 +189,7 @@ def kdiffusion_img2img(
             pixel_strengths=pixel_strengths,
             init_latent=run.init,
             noise=run.noise,
-            levels=SigmaLevels(sigmas_for_steps),
+            levels=SigmaLevels(sigmas_for_steps, sigma_start_rule(run.add_noise_to_latent, run.extra_noise)),
             steps=run.steps,
             run_strength=run.strength,
             fix_steps=run.fix_steps,
@@ -205,6 +247,8 @@ def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | N
     sqrt_alpha_cumprod = torch.sqrt(ALPHAS_CUMPROD[timesteps[start.t_enc]])
     sqrt_one_minus_alpha_cumprod = torch.sqrt(1 - ALPHAS_CUMPROD[timesteps[start.t_enc]])
     xi = run.init * sqrt_alpha_cumprod + run.noise * sqrt_one_minus_alpha_cumprod
+    if run.extra_noise > 0:
+        xi += run.noise * run.extra_noise * sqrt_alpha_cumprod
 
     engine = None
     model: Callable = EpsCFGLike(net)
@@ -213,7 +257,7 @@ def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | N
             pixel_strengths=pixel_strengths,
             init_latent=run.init,
             noise=run.noise,
-            levels=TimestepLevels(timesteps_for_steps, ALPHAS_CUMPROD),
+            levels=TimestepLevels(timesteps_for_steps, ALPHAS_CUMPROD, alpha_start_rule(run.extra_noise)),
             steps=run.steps,
             run_strength=run.strength,
             fix_steps=run.fix_steps,
