@@ -417,6 +417,8 @@ def postprocess(p: Any, processed: Any) -> None:
     uninstall(state)
     p.denoising_strength = state.slider
     _active_run = None
+    if TEST_HOOKS:  # the last hook: every attribute of p the glue uses must exist by now
+        _last_run_report["p_attributes_missing"] = [name for name in surfaces.P_ATTRIBUTES if not hasattr(p, name)]
     if state.fan_copies and processed.images:
         # After every image the host returns (and its grid, first): X/Y/Z and the
         # batch tab take theirs by position from the start.
@@ -547,7 +549,6 @@ def _record_run(p: Any, state: RunState) -> None:
         active=state.engine.active,
         map_source=state.args.source,
         received_map=None if state.user_map is None else _png16_base64(state.user_map),
-        p_attributes_missing=[name for name in surfaces.P_ATTRIBUTES if not hasattr(p, name)],
     )
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from webui import host as _host
-from webui.host import SD1, SDXL, UI, ServerManager
+from webui.host import SD1, SD3, SDXL, UI, ServerManager
 
 HERE = Path(__file__).resolve().parent
 
-SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "ui_server": UI}
+SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI}
 _SERVER_ORDER = list(SERVER_FIXTURES)
 
 _HOST, _SKIP_REASON = _host.find_host()
@@ -92,6 +92,12 @@ def sdxl_server(webui_servers):
     """API-only WebUI with sdxl_base_graded (sdxl_refiner_graded in the same ckpt dir),
     warmed up with one full base+refiner run (refiner_switch_at 0.5)."""
     return webui_servers.acquire(SDXL)
+
+
+@pytest.fixture(scope="session")
+def sd3_server(webui_servers):
+    """API-only WebUI with a generated SD3 checkpoint (flow matching; T5 off), warmed up."""
+    return webui_servers.acquire(SD3)
 
 
 @pytest.fixture(scope="session")

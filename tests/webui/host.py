@@ -15,6 +15,8 @@ Host discovery (environment variables):
 * ``SD_WEBUI_THREADS`` if set, OMP_NUM_THREADS/MKL_NUM_THREADS for the server (torch threads).
 * ``SD_WEBUI_START_TIMEOUT`` seconds to wait for a server to answer and finish its
   warm-up generation (default 300).
+* ``SD_WEBUI_CACHE``    where generated test checkpoints (SD3) are kept, outside the project;
+  default ``<temp dir>/sd-webui-differential-diffusion-cache``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -80,6 +83,22 @@ class HostConfig:
     def ckpt(self, name: str) -> Path:
         return self.ckpt_dir / f"{name}.safetensors"
 
+    def generated_ckpt(self, kind: str) -> Path:
+        """A checkpoint the fixtures' generator script writes (seeded: the same bytes every time),
+        made once into the cache with the host's own interpreter."""
+        recipe = GENERATED_CHECKPOINTS[kind]
+        cache = Path(os.environ.get("SD_WEBUI_CACHE", "").strip() or Path(tempfile.gettempdir()) / "sd-webui-differential-diffusion-cache")
+        target = cache / f"{recipe['stem']}.safetensors"
+        if not target.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".partial")
+            command = [str(self.python), str(self.fixtures / recipe["script"]), "--out", str(partial), *recipe["args"]]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0 or not partial.is_file():
+                raise RuntimeError(f"could not generate the {kind} checkpoint: {' '.join(command)}\n{done.stderr[-2000:]}")
+            partial.rename(target)
+        return target
+
 
 def find_host(environ=None) -> tuple[HostConfig | None, str]:
     """Return (config, "") for a usable host, else (None, one-line reason)."""
@@ -124,6 +143,7 @@ class ServerSpec:
     options: tuple = ()             # extra config.json entries, as ((key, value), ...)
     refiner: str | None = None      # warm up with a full refiner run on this checkpoint
     extra_args: tuple = ()
+    generated: str | None = None    # ckpt is made by a fixture script (GENERATED_CHECKPOINTS), not in ckpt/
 
 
 SD1 = ServerSpec("sd1", "sd1_graded")
@@ -133,6 +153,17 @@ SD1 = ServerSpec("sd1", "sd1_graded")
 SDXL = ServerSpec("sdxl", "sdxl_base_graded", options=(("sd_checkpoints_limit", 2),), refiner="sdxl_refiner_graded")
 SDXL_RELOAD = ServerSpec("sdxl_reload", "sdxl_base_graded", refiner="sdxl_refiner_graded")
 UI = ServerSpec("ui", "sd1_graded", ui=True)
+# SD3 (flow matching): a seeded random checkpoint generated into the cache. T5 stays off (a full T5
+# would need about 19 GB); the server needs about 5 GB (CLIP-G is built full size).
+SD3 = ServerSpec("sd3", "sd3_tiny", options=(("sd3_enable_t5", False),), generated="sd3")
+
+GENERATED_CHECKPOINTS = {
+    "sd3": {
+        "stem": "sd3_tiny", "script": "make_sd3_checkpoint.py",
+        # 119 MiB in about 2 s; images up to 256 px (pe-max 16 x patch 2 x 8)
+        "args": ("--layout", "lean", "--clip-layers", "0", "--depth", "1", "--emb-dtype", "fp8"),
+    },
+}
 
 
 class ServerError(RuntimeError):
@@ -223,13 +254,26 @@ class WebUIServer:
         cfg.update(dict(self.spec.options))
         (self.data_dir / "config.json").write_text(json.dumps(cfg, indent=1))
 
+    def checkpoint(self) -> tuple[Path, Path]:
+        """(ckpt dir, checkpoint file) for this server."""
+        if self.spec.generated is None:
+            return self.host.ckpt_dir, self.host.ckpt(self.spec.ckpt)
+        source = self.host.generated_ckpt(self.spec.generated)
+        ckpt_dir = self.workdir / "ckpt"
+        ckpt_dir.mkdir(exist_ok=True)
+        link = ckpt_dir / source.name
+        if not link.is_symlink():
+            link.symlink_to(source)
+        return ckpt_dir, link
+
     def command(self) -> list[str]:
         h = self.host
+        ckpt_dir, ckpt = self.checkpoint()
         args = [str(h.python), "launch.py",
                 "--skip-prepare-environment", "--skip-torch-cuda-test", "--use-cpu", "all", "--no-half",
                 "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check", "--api",
                 "--server-name", "127.0.0.1", "--port", str(self.port),
-                "--ckpt-dir", str(h.ckpt_dir), "--ckpt", str(h.ckpt(self.spec.ckpt)),
+                "--ckpt-dir", str(ckpt_dir), "--ckpt", str(ckpt),
                 "--data-dir", str(self.data_dir)]
         if not self.spec.ui:
             args.append("--nowebui")
@@ -661,3 +705,39 @@ def img2img_ok(server, **payload) -> tuple[list[Image.Image], dict]:
     r = post_img2img(server, **payload)
     assert r.status_code == 200, f"img2img answered {r.status_code}: {r.text[:2000]}"
     return decode_images(r), response_info(r)
+
+
+# --------------------------------------------------------------------------- X/Y/Z plot
+
+def _xyz_script_info(server) -> dict:
+    infos = [s for s in server.get("/sdapi/v1/script-info").json() if s["name"] == "x/y/z plot" and s["is_img2img"]]
+    assert infos, "no img2img x/y/z plot script"
+    return infos[0]
+
+
+def xyz_axis_labels(server) -> list[str]:
+    """The X type dropdown's choices (type="index": its position is what the script's run() gets)."""
+    x_type = _xyz_script_info(server)["args"][0]
+    assert x_type["label"] == "X type", x_type["label"]
+    return x_type["choices"]
+
+
+def xyz_args(server, axis_index: int, values: str) -> list:
+    """The X/Y/Z plot's script_args with an X axis only, built from the host's own argument list
+    (hosts differ: the A1111 dev branch adds "Draw grid"), every other argument at its default."""
+    args = []
+    for arg in _xyz_script_info(server)["args"]:
+        label = arg.get("label")
+        if label == "X type":
+            args.append(axis_index)
+        elif label in ("Y type", "Z type"):
+            args.append(0)  # "Nothing"
+        elif label in ("X values", "Y values", "Z values"):
+            # Each axis has a textbox and a multiselect dropdown twin under the same label.
+            if arg.get("choices") is not None:
+                args.append([])
+            else:
+                args.append(values if label == "X values" else "")
+        else:
+            args.append(arg.get("value"))
+    return args

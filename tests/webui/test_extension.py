@@ -27,7 +27,7 @@ from PIL import Image
 
 from webui.host import (MEASUREMENTS, SCRIPT_TITLE, decode_images, images_equal, img2img_payload,
                         make_init_image, make_map_image, max_change, mean_change, png_b64,
-                        post_img2img, response_info)
+                        post_img2img, response_info, xyz_args, xyz_axis_labels)
 
 pytestmark = pytest.mark.webui
 
@@ -421,29 +421,13 @@ def test_map_lines_up_with_resized_init(sd1_server, init_size, out_size, resize_
 
 # --------------------------------------------------------------------------- X/Y/Z plot
 
-def _xyz_args(axis_index: int, values: str) -> list:
-    # scripts/xyz_grid.py ui() return order / run() signature (v1.10.1):
-    # x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown, z_type, z_values,
-    # z_values_dropdown, draw_legend, include_lone_images, include_sub_grids, no_fixed_seeds,
-    # vary_seeds_x, vary_seeds_y, vary_seeds_z, margin_size, csv_mode
-    return [axis_index, values, [], 0, "", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
-
-
-def _xyz_axis_labels(server) -> list[str]:
-    infos = [s for s in server.get("/sdapi/v1/script-info").json() if s["name"] == "x/y/z plot" and s["is_img2img"]]
-    assert infos, "no img2img x/y/z plot script"
-    x_type = infos[0]["args"][0]
-    assert x_type["label"] == "X type", x_type["label"]
-    return x_type["choices"]  # the dropdown is type="index": its position is what run() gets
-
-
 AXIS_LABEL = f"[{SCRIPT_TITLE}] Gamma"
 
 
 def test_xyz_grid_over_gamma(ui_server):
     """X/Y/Z plot over "[Differential Diffusion] Gamma" through the API: three distinct cells,
     each the same image as a direct run with that gamma, and each cell's infotext says so."""
-    labels = _xyz_axis_labels(ui_server)
+    labels = xyz_axis_labels(ui_server)
     expected_axes = [f"[{SCRIPT_TITLE}] {n}" for n in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High")]
     assert all(a in labels for a in expected_axes), f"DD axes missing from {labels}"
     axis = labels.index(AXIS_LABEL)
@@ -452,7 +436,7 @@ def test_xyz_grid_over_gamma(ui_server):
     gammas = (0.5, 1.0, 3.0)
     post_img2img(ui_server, init_image=init)  # same seed and size before: cells are reproducible
     r = assert_ok(post_img2img(ui_server, init_image=init, alwayson_scripts=dd(ramp), script_name="x/y/z plot",
-                               script_args=_xyz_args(axis, ", ".join(str(g) for g in gammas))))
+                               script_args=xyz_args(ui_server, axis, ", ".join(str(g) for g in gammas))))
     images = decode_images(r)
     info = response_info(r)
     assert len(images) == 1 + len(gammas), f"{len(images)} images (grid + cells expected)"
@@ -474,7 +458,7 @@ def test_xyz_grid_over_gamma(ui_server):
 
 def test_xyz_axes_exist_in_api_only_mode(sd1_server):
     """The DD axes are offered by X/Y/Z plot on an API-only (--nowebui) server too."""
-    labels = _xyz_axis_labels(sd1_server)
+    labels = xyz_axis_labels(sd1_server)
     assert AXIS_LABEL in labels, f"{AXIS_LABEL!r} not among the X/Y/Z axes of the --nowebui server: {labels}"
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from lib_differential_diffusion.fan import fan_map
 from lib_differential_diffusion.maps import decode_map
 from webui.host import SCRIPT_TITLE, decode_images, images_equal, make_init_image, max_change, mean_change, png_b64, post_img2img, response_info
-from webui.test_extension import _xyz_args, _xyz_axis_labels
+from webui.host import xyz_args, xyz_axis_labels
 
 pytestmark = pytest.mark.webui
 
@@ -85,13 +85,13 @@ def test_fan_copies_are_saved_with_their_suffix(sd1_server):
 def test_xyz_cells_of_a_fan_are_the_fan_runs_without_copies(ui_server):
     """X/Y/Z over "[Differential Diffusion] High" with a fan: one grid and one image per cell,
     each cell the fan run's image (the labelled copies stay out of the grid)."""
-    labels = _xyz_axis_labels(ui_server)
+    labels = xyz_axis_labels(ui_server)
     axis = labels.index(f"[{SCRIPT_TITLE}] High")
     init = make_init_image(SIZE, SIZE)
     highs = (0.5, 1.0)
     post_img2img(ui_server, init_image=init)  # same seed and size before: cells are reproducible
     images, info = ok(post_img2img(ui_server, init_image=init, alwayson_scripts=fan(), script_name="x/y/z plot",
-                                   script_args=_xyz_args(axis, ", ".join(str(h) for h in highs))))
+                                   script_args=xyz_args(ui_server, axis, ", ".join(str(h) for h in highs))))
     assert len(images) == 1 + len(highs), f"{len(images)} images: grid + cells expected"
     for high, cell, text in zip(highs, images[1:], info["infotexts"][1:]):
         assert f"DD high: {high}" in text and "DD source: fan" in text
