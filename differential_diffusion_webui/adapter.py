@@ -59,10 +59,6 @@ OVERRIDES_ATTRIBUTE = "differential_diffusion_overrides"  # set by X/Y/Z axes, p
 BOUNDARY_CALL_SAMPLERS = {"sample_heun", "restart_sampler"}
 # Set by the project's real-host tests: serves what the last run did and which host surfaces exist.
 TEST_HOOKS = os.environ.get("SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST") == "1"
-# Tags the batch tab's input images with their path. Random per process (an uploaded PNG's
-# text chunks land in ``info`` too and must not pass for a tag); stable across script reloads,
-# since this module is imported once.
-SOURCE_PATH_INFO_KEY = f"differential_diffusion_source_path_{uuid.uuid4().hex}"
 
 # The one generation allowed to blend; set at the start of every run, so a
 # wrapper left behind by a failed run can never act on a later one.
@@ -232,13 +228,18 @@ def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = Fa
         init_image = p.init_images[index]
         if not state.inpaint_mask_ready:  # the host's blur once per run, not per image and frame
             state.inpaint_mask, state.inpaint_mask_ready = inpaint_mask(p), True
+        tile = tile_box(init_image)
         if over_init_image:
-            geometry = Geometry(init_image.size, init_image.width, init_image.height)
-            fan_box = crop_region(p)
+            geometry, fan_box = Geometry(init_image.size, init_image.width, init_image.height), crop_region(p)
+        elif tile is not None:  # a tile of tiled upscaling: its part of the map over the upscaled image
+            box, full_size = tile
+            geometry, fan_box = Geometry(full_size, p.width, p.height, 0, box), None
         else:
-            geometry = Geometry(init_image.size, p.width, p.height, p.resize_mode, crop_region(p))
-            fan_box = None
-        state.strengths[key] = pixel_strengths(state.args, geometry, user_map=state.user_map, inpaint_mask=state.inpaint_mask, fan_box=fan_box).astype(np.float32)
+            geometry, fan_box = Geometry(init_image.size, p.width, p.height, p.resize_mode, crop_region(p)), None
+        strengths = pixel_strengths(
+            state.args, geometry, user_map=state.user_map, inpaint_mask=state.inpaint_mask, fan_box=fan_box, fan_over_init_image=tile is not None,
+        )  # fmt: skip
+        state.strengths[key] = strengths.astype(np.float32)
     return state.strengths[key]
 
 
@@ -388,8 +389,10 @@ def postprocess_image_after_composite(p: Any, pp: Any) -> None:
         kept = kept_pixels(state, strengths_of(p, state, index, over_init_image=True))
         if kept.any():
             pp.image = preserve(pp.image, images.flatten(p.init_images[index], shared.opts.img2img_background_color), kept)
-    if state.args.source == "fan":
-        label_fan_copy(p, state, pp.image)  # of the finished image, as saved
+    if state.args.source == "fan" and tile_box(p.init_images[index]) is None:
+        # Of the finished image, as saved. Tiles of an upscale get none: the script reassembles
+        # them from the returned images, and the whole result shows the fan's regions anyway.
+        label_fan_copy(p, state, pp.image)
 
 
 def label_fan_copy(p: Any, state: RunState, image: Image.Image) -> None:
@@ -431,18 +434,19 @@ def postprocess(p: Any, processed: Any) -> None:
     p.__dict__.pop(STATE_ATTRIBUTE, None)
 
 
-# --- the batch tab: tag inputs with their path (a global patch, undone on unload) -------
+# --- global patches, undone on script unload ---------------------------------------------
+#
+# Both tag PIL images in ``info`` under a key that is random per process (an uploaded PNG's
+# text chunks land in ``info`` too and must not pass for a tag) and stable across script
+# reloads (this module is imported once).
+
+SOURCE_PATH_INFO_KEY = f"differential_diffusion_source_path_{uuid.uuid4().hex}"
+TILE_INFO_KEY = f"differential_diffusion_tile_{uuid.uuid4().hex}"
+_ORIGINAL = "_differential_diffusion_original"
 
 
-def install_batch_patch() -> None:
-    try:
-        from modules import img2img as host_img2img
-    except ImportError:
-        logger.warning("%s: no img2img batch module; map folders are unavailable", EXTENSION_NAME)
-        return
-    process_batch = host_img2img.process_batch
-    if getattr(process_batch, "_differential_diffusion_original", None) is not None:
-        return  # installed (this module outlives script reloads)
+def _process_batch_with_paths(process_batch: Callable) -> Callable:
+    """The img2img batch tab reads its files itself: tag each input with its path, for map folders."""
 
     def process_batch_with_paths(p: Any, batch_input: Any, *args: Any, **kwargs: Any) -> Any:
         read = images.read
@@ -459,18 +463,59 @@ def install_batch_patch() -> None:
         finally:
             images.read = read
 
-    process_batch_with_paths._differential_diffusion_original = process_batch  # type: ignore[attr-defined]
-    host_img2img.process_batch = process_batch_with_paths
+    return process_batch_with_paths
 
 
-def remove_batch_patch() -> None:
+def _split_grid_with_tile_boxes(split_grid: Callable) -> Callable:
+    """Tiled upscaling (the SD upscale script) runs img2img on tiles of the upscaled image: tag
+    each tile with its place, so it gets the part of the map under it."""
+
+    def split_grid_with_tile_boxes(image: Any, *args: Any, **kwargs: Any) -> Any:
+        grid = split_grid(image, *args, **kwargs)
+        for y, _height, row in grid.tiles:
+            for x, _width, tile in row:
+                tile.info[TILE_INFO_KEY] = (x, y, grid.image_w, grid.image_h)
+        return grid
+
+    return split_grid_with_tile_boxes
+
+
+def _global_patches() -> list[tuple[Any, str, Callable[[Callable], Callable]]]:
+    patches: list[tuple[Any, str, Callable[[Callable], Callable]]] = [(images, "split_grid", _split_grid_with_tile_boxes)]
     try:
         from modules import img2img as host_img2img
+
+        patches.append((host_img2img, "process_batch", _process_batch_with_paths))
     except ImportError:
-        return
-    original = getattr(host_img2img.process_batch, "_differential_diffusion_original", None)
-    if original is not None:
-        host_img2img.process_batch = original
+        logger.warning("%s: no img2img batch module; map folders are unavailable", EXTENSION_NAME)
+    return patches
+
+
+def install_global_patches() -> None:
+    for module, name, make in _global_patches():
+        current = getattr(module, name)
+        if getattr(current, _ORIGINAL, None) is None:  # not installed yet (this module outlives script reloads)
+            patched = make(current)
+            setattr(patched, _ORIGINAL, current)
+            setattr(module, name, patched)
+
+
+def remove_global_patches() -> None:
+    for module, name, _ in _global_patches():
+        original = getattr(getattr(module, name), _ORIGINAL, None)
+        if original is not None:
+            setattr(module, name, original)
+
+
+def tile_box(image: Any) -> tuple[tuple[int, int, int, int], tuple[int, int]] | None:
+    """(box in the upscaled image, its size) of a tile of tiled upscaling; None for other images."""
+    tag = getattr(image, "info", {}).get(TILE_INFO_KEY)
+    if tag is None:
+        return None
+    x, y, full_w, full_h = tag
+    if x < 0 or y < 0 or x + image.width > full_w or y + image.height > full_h:
+        return None  # an image smaller than one tile: the tile is the (padded) whole image
+    return (x, y, x + image.width, y + image.height), (full_w, full_h)
 
 
 # --- settings, X/Y/Z axes, routes --------------------------------------------------------

@@ -86,6 +86,7 @@ SURFACES: tuple[Surface, ...] = (
     # --- global patches, undone on script unload ------------------------------------------
     Surface("global patch", "modules.img2img.process_batch", ("p",), "tag batch-tab inputs with their file path"),
     Surface("global patch", "modules.images.read", ("fp",), "patched only while process_batch runs"),
+    Surface("global patch", "modules.images.split_grid", ("image", "tile_w", "tile_h", "overlap"), "tag tiles of tiled upscaling with their place"),
     # --- X/Y/Z plot (a script whose module is found through scripts_data) ---------------------
     Surface("xyz", "AxisOptionImg2Img", ("label", "type", "apply"), "the extension's axes"),
     Surface("xyz", "axis_options"),

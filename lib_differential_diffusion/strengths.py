@@ -39,18 +39,22 @@ def pixel_strengths(
     user_map: np.ndarray | None = None,
     inpaint_mask: np.ndarray | None = None,
     fan_box: tuple[int, int, int, int] | None = None,
+    fan_over_init_image: bool = False,
 ) -> np.ndarray:
     """Each output pixel's strength before the slider, float32 (height, width) in [0, 1].
 
     ``user_map`` (decoded, any size) and ``inpaint_mask`` (the host's processed
-    mask at the init image's size) get the init image's geometry; a fan is
-    drawn in the output's frame (``fan_box``: only inside that box). The map
-    options apply to the source; an inpaint mask then multiplies it, unless
-    the mask is the source.
+    mask at the init image's size) get the init image's geometry. A fan is
+    drawn in the output's frame (``fan_box``: only inside that box), or, with
+    ``fan_over_init_image``, over the init image like a map (tiles of an
+    upscale each take their part of one fan). The map options apply to the
+    source; an inpaint mask then multiplies it, unless the mask is the source.
     """
     mask = None if inpaint_mask is None else align_map(inpaint_mask, geometry)
     if args.source == "inpaint mask":
         source, mask = mask, None
+    elif args.source == "fan" and fan_over_init_image:
+        source = align_map(fan_over(geometry.init_size, args), geometry)
     elif args.source == "fan":
         source = fan_over((geometry.width, geometry.height), args, fan_box)
     else:

@@ -66,11 +66,11 @@ class Script(scripts.Script):
 # At every script load. A full reload clears the host's callbacks and undoes our patch
 # (on_script_unloaded); "reload script bodies" re-runs this file alone, so drop ours first.
 script_callbacks.remove_current_script_callbacks()
-adapter.install_batch_patch()
+adapter.install_global_patches()
 # X/Y/Z (a root script, loaded before extensions) reads its axes when its UI is
 # built: with --nowebui that happens before on_before_ui, so register now too.
 adapter.add_xyz_axes()
 script_callbacks.on_ui_settings(lambda: adapter.add_settings(gr), name=ELEM_PREFIX)
 script_callbacks.on_before_ui(adapter.add_xyz_axes, name=ELEM_PREFIX)
 script_callbacks.on_app_started(adapter.add_routes, name=ELEM_PREFIX)
-script_callbacks.on_script_unloaded(adapter.remove_batch_patch, name=ELEM_PREFIX)
+script_callbacks.on_script_unloaded(adapter.remove_global_patches, name=ELEM_PREFIX)

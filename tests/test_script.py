@@ -1225,3 +1225,51 @@ def test_fan_in_the_batch_tab_gives_each_input_its_own_copy(host, tmp_path):
         assert np.array_equal(generated[:, : SIZE // 2 - 6], init[:, : SIZE // 2 - 6])  # region #1 of this input kept
         assert np.array_equal(copy[:8, : SIZE // 2 - 6], generated[:8, : SIZE // 2 - 6])  # the copy is of this image
     assert_no_hook_errors(host)
+
+
+# --- tiled upscaling (the SD upscale script) ----------------------------------------------------
+
+
+def _sd_upscale(host: Host, p, overlap: int) -> Image.Image:
+    """scripts/sd_upscale.py run() of v1.10.1 with upscaler "None": tiles of the init image, img2img per batch of tiles, reassembled."""
+    from modules import images
+
+    init = images.flatten(p.init_images[0], host.shared.opts.img2img_background_color)
+    grid = images.split_grid(init, tile_w=p.width, tile_h=p.height, overlap=overlap)
+    work = [tiledata[2] for _y, _h, row in grid.tiles for tiledata in row]
+    batch_size = p.batch_size
+    results = []
+    for i in range(-(-len(work) // batch_size)):
+        p.init_images = work[i * batch_size : (i + 1) * batch_size]
+        results += host.driver.process_images(p).images
+        p.seed += 1
+    index = 0
+    for _y, _h, row in grid.tiles:
+        for tiledata in row:
+            tiledata[2] = results[index]
+            index += 1
+    return images.combine_grid(grid)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_sd_upscale_tiles_take_their_part_of_the_map(host, batch_size):
+    """Each tile is its own img2img: it gets the part of the map under it, so the map's black
+    left half keeps the (upscaled) input exactly across tiles and overlaps, and the rest changes."""
+    init = photo(160, 96, seed=11)
+    p = make_p(host, ui_values(map=columns(0, 1, width=80, height=48), preserve=True), init_images=[init], batch_size=batch_size, denoising_strength=0.8, seed=5)
+    result = pixels(_sd_upscale(host, p, overlap=16))
+    assert result.shape == (96, 160, 3)
+    original = pixels(init)
+    assert np.array_equal(result[:, :72], original[:, :72])  # up to the ramp into the changed half
+    assert (np.abs(result[:, 88:].astype(int) - original[:, 88:]).mean(axis=(0, 2)) > 1).all()
+    assert_no_hook_errors(host)
+
+
+def test_sd_upscale_fan_spans_the_whole_image_without_labelled_tiles(host):
+    init = photo(192, 64, seed=12)
+    p = make_p(host, ui_values(source="fan", fan_count=3), init_images=[init], denoising_strength=0.8)
+    result = pixels(_sd_upscale(host, p, overlap=0))
+    original = pixels(init)
+    assert np.array_equal(result[:, :60], original[:, :60])  # region #1 (strength 0) is the first third of the whole image
+    assert not np.array_equal(result[:, 140:], original[:, 140:])
+    assert_no_hook_errors(host)

@@ -11,6 +11,9 @@ from modules.shared import opts
 
 LANCZOS = a1111_images.LANCZOS
 flatten = a1111_images.flatten
+Grid = a1111_images.Grid
+split_grid = a1111_images.split_grid
+combine_grid = a1111_images.combine_grid
 
 
 def resize_image(resize_mode, im, width, height, upscaler_name=None):
