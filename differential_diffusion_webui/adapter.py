@@ -60,6 +60,8 @@ BOUNDARY_CALL_SAMPLERS = {"sample_heun", "restart_sampler"}
 # Set by the project's real-host tests: serves what the last run did and which host surfaces exist.
 TEST_HOOKS = os.environ.get("SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST") == "1"
 
+HOST = surfaces.detect_host()
+
 # The one generation allowed to blend; set at the start of every run, so a
 # wrapper left behind by a failed run can never act on a later one.
 _active_run: str | None = None
@@ -246,13 +248,30 @@ def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = Fa
 # --- sampling ---------------------------------------------------------------------------
 
 
+def model_noise_function(sampler: Any, model: Any) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``(x, noise, sigma) -> start latent`` as the host's k-diffusion img2img noises the original,
+    where that is the model's own: Forge's predictor (``noise_scaling``: x + noise sigma, or the
+    flow path), A1111's flow models (``add_noise_to_latent``); None: ``x + noise sigma``."""
+    predictor = getattr(getattr(sampler, "model_wrap", None), "predictor", None)
+    if callable(getattr(predictor, "noise_scaling", None)):
+        return lambda x, noise, sigma: predictor.noise_scaling(sigma, noise, x, max_denoise=False)
+    return getattr(model, "add_noise_to_latent", None)
+
+
+def alphas_cumprod(model: Any) -> torch.Tensor:
+    table = getattr(model, "alphas_cumprod", None)
+    if table is None:  # Forge, Neo: the model's own is None; the predictor has the table
+        table = model.forge_objects.unet.model.predictor.alphas_cumprod
+    return table
+
+
 def noise_levels(p: Any) -> SigmaLevels | TimestepLevels:
     """The sampler family's schedule and the host's img2img start rule (model noise function, extra noise)."""
     sampler, model = p.sampler, shared.sd_model
     extra_noise = float(getattr(shared.opts, "img2img_extra_noise", 0) or 0)
     if hasattr(sampler, "get_timesteps"):
-        return TimestepLevels(lambda steps: sampler.get_timesteps(p, steps).cpu(), model.alphas_cumprod, alpha_start_rule(extra_noise))
-    return SigmaLevels(lambda steps: sampler.get_sigmas(p, steps), sigma_start_rule(getattr(model, "add_noise_to_latent", None), extra_noise))
+        return TimestepLevels(lambda steps: sampler.get_timesteps(p, steps).cpu(), alphas_cumprod(model), alpha_start_rule(extra_noise))
+    return SigmaLevels(lambda steps: sampler.get_sigmas(p, steps), sigma_start_rule(model_noise_function(sampler, model), extra_noise))
 
 
 def sampler_function_name(sampler: Any) -> str:
@@ -283,7 +302,17 @@ def install(state: RunState, sampler: Any) -> None:
     def forward(x: torch.Tensor, sigma: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if _active_run != run_id:  # a stale wrapper from an aborted run: plain sampling
             return original(x, sigma, *args, **kwargs)
-        return blended(x, sigma, *args, **kwargs)
+        # The strengths already hold the inpaint mask. The host's own use of it inside the call
+        # (Forge-type denoisers re-noise the masked area with fresh noise every call; all blend
+        # it back after) would fight the pinned pixels: set it aside for the call.
+        mask, nmask = getattr(denoiser, "mask", None), getattr(denoiser, "nmask", None)
+        if mask is None:
+            return blended(x, sigma, *args, **kwargs)
+        denoiser.mask = denoiser.nmask = None
+        try:
+            return blended(x, sigma, *args, **kwargs)
+        finally:
+            denoiser.mask, denoiser.nmask = mask, nmask
 
     denoiser.forward = forward
     state.wrapped_denoiser = (denoiser, forward, original)
@@ -484,10 +513,10 @@ def _global_patches() -> list[tuple[Any, str, Callable[[Callable], Callable]]]:
     patches: list[tuple[Any, str, Callable[[Callable], Callable]]] = [(images, "split_grid", _split_grid_with_tile_boxes)]
     try:
         from modules import img2img as host_img2img
-
-        patches.append((host_img2img, "process_batch", _process_batch_with_paths))
     except ImportError:
-        logger.warning("%s: no img2img batch module; map folders are unavailable", EXTENSION_NAME)
+        host_img2img = None
+    if host_img2img is not None and hasattr(images, "read"):
+        patches.append((host_img2img, "process_batch", _process_batch_with_paths))
     return patches
 
 
@@ -570,19 +599,32 @@ def add_xyz_axes() -> None:
         labels = [axis_label(name) for name in XYZ_AXES]
         if any(getattr(option, "label", None) in labels for option in xyz.axis_options):
             return  # already registered (UI reload)
+        axis_class = getattr(xyz, "AxisOptionImg2Img", None)
+        if axis_class is None:  # Forge Classic keeps the X/Y/Z classes in its library
+            import importlib
+
+            axis_class = importlib.import_module("lib_xyz.classes").AxisOptionImg2Img
         choices = lambda: ["True", "False"]  # noqa: E731
         for name, label in zip(XYZ_AXES, labels):
             if isinstance(SETTINGS_BY_NAME[name].default, bool):
-                xyz.axis_options.append(xyz.AxisOptionImg2Img(label, str, _xyz_override(name), choices=choices))
+                xyz.axis_options.append(axis_class(label, str, _xyz_override(name), choices=choices))
             else:
-                xyz.axis_options.append(xyz.AxisOptionImg2Img(label, float, _xyz_override(name), confirm=_xyz_confirm(name)))
+                xyz.axis_options.append(axis_class(label, float, _xyz_override(name), confirm=_xyz_confirm(name)))
     except Exception:  # noqa: BLE001 - the host's X/Y/Z is not ours to break on
         logger.warning("%s: could not add X/Y/Z plot axes", EXTENSION_NAME, exc_info=True)
 
 
-def remember_elem_id(elem_id: Any) -> None:
-    if TEST_HOOKS and isinstance(elem_id, str):
-        _seen_elem_ids.add(elem_id)
+def remember_elements(elem_id: Any, elem_classes: Any) -> None:
+    if TEST_HOOKS:
+        names = [elem_id, *(elem_classes if isinstance(elem_classes, (list, tuple)) else [elem_classes])]
+        _seen_elem_ids.update(name for name in names if isinstance(name, str))
+
+
+def callback_name(registrar: Callable) -> dict[str, str]:
+    """``name=`` for a script_callbacks registration, where the host takes one (Classic's do not)."""
+    import inspect
+
+    return {"name": ELEM_PREFIX} if "name" in inspect.signature(registrar).parameters else {}
 
 
 def _record_run(p: Any, state: RunState) -> None:
@@ -607,8 +649,9 @@ def _png16_base64(array: np.ndarray) -> str:
 
 def _test_report_surfaces() -> dict[str, Any]:
     return {
-        "static_problems": surfaces.check_static(xyz_module=xyz_module()),
-        "elem_ids_missing": [name for name in surfaces.ELEM_IDS if name not in _seen_elem_ids] if _seen_elem_ids else None,
+        "static_problems": surfaces.check_static(xyz_module=xyz_module(), host=HOST),
+        "elem_ids_missing": [name for name in surfaces.elem_ids(HOST) if name not in _seen_elem_ids] if _seen_elem_ids else None,
+        "host": HOST,
         "surfaces": len(surfaces.SURFACES),
     }
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from lib_differential_diffusion.args import (
     ELEM_PREFIX,
@@ -28,6 +32,37 @@ from .adapter import panel_default
 
 # img2img inputs the Preview reads, by elem_id, in the preview function's order.
 PREVIEW_INPUTS = ("img2img_image", "img2img_width", "img2img_height", "img2img_steps", "img2img_denoising_strength", "resize_mode")
+# On ForgeCanvas hosts "img2img_image" is the canvas's HTML; the image is the hidden component of
+# this class created right after it.
+CANVAS_IMAGE_CLASS = "logical_image_background"
+
+
+def remember_host_input(host_components: dict[str, Any], component: Any, kwargs: dict) -> None:
+    """Keep the img2img inputs the Preview reads (built before this panel)."""
+    elem_id = kwargs.get("elem_id")
+    if elem_id in PREVIEW_INPUTS:
+        host_components[elem_id] = component
+        return
+    classes = kwargs.get("elem_classes") or ()
+    classes = [classes] if isinstance(classes, str) else classes
+    if CANVAS_IMAGE_CLASS in classes and "img2img_image" in host_components and "canvas_image" not in host_components:
+        host_components["canvas_image"] = component
+
+
+def _init_image(value: Any) -> Image.Image | None:
+    """The init image as the Preview gets it: a PIL image, a gradio editor dict, a numpy array
+    (ForgeCanvas) or a data URL; None when there is none (an HTML block's string, say)."""
+    value = unwrap_image(value)
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, np.ndarray) and value.ndim in (2, 3):
+        return Image.fromarray(value.astype(np.uint8))
+    if isinstance(value, str) and value.startswith("data:image/"):
+        try:
+            return Image.open(io.BytesIO(base64.b64decode(value.partition(",")[2])))
+        except (ValueError, OSError):
+            return None
+    return None
 FAN_APPLY_INPUTS = ("fan_count", "fan_layout", "invert", "gamma", "low", "high")
 
 
@@ -124,6 +159,8 @@ def _infotext_reader(name: str) -> Any:
 
 def _wire_preview(host_components: dict, button: Any, ordered: list, preview: Any, preview_error: Any) -> None:
     host = [host_components.get(name) for name in PREVIEW_INPUTS]
+    if host_components.get("canvas_image") is not None:
+        host[0] = host_components["canvas_image"]
     if any(component is None for component in host):
         button.visible = False  # the host's layout changed: no preview rather than a broken one
         return
@@ -134,7 +171,7 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
             args = DifferentialDiffusionArgs.from_ui(*(True, *values[len(host) :]))  # preview as if enabled
             if args.source == "inpaint mask":
                 raise DifferentialDiffusionError("source", "the preview shows uploaded or drawn maps and fans only")
-            init_image = unwrap_image(init_image)
+            init_image = _init_image(init_image)
             init_size = init_image.size if init_image is not None else (int(width), int(height))
             geometry = Geometry(init_size, int(width), int(height), int(resize_mode or 0))
             user_map = None if args.source == "fan" else decode_map(args.user_map())

@@ -20,12 +20,36 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
+HOSTS = ("a1111", "forge", "reforge", "classic", "neo")
+"""The WebUIs of the A1111 family the extension knows: AUTOMATIC1111 (v1.10.1 and dev), Forge
+(lllyasviel), reForge (Panchovix), Forge Classic and Forge Neo (Haoming02)."""
+
+FORGE_CANVAS_HOSTS = ("forge", "neo")  # the init image is a ForgeCanvas, not a gr.Image
+_ALL = HOSTS
+
+
+def detect_host(importer: Callable[[str], Any] = importlib.import_module) -> str:
+    """Which host this process is, from what it ships (``modules_forge`` and its version string)."""
+    try:
+        version = str(getattr(importer("modules_forge.forge_version"), "version", ""))
+    except ImportError:
+        return "a1111"
+    if version in ("neo", "classic"):
+        return version
+    try:
+        importer("backend")
+        return "forge"
+    except ImportError:
+        return "reforge"
+
+
 @dataclass(frozen=True)
 class Surface:
-    kind: str  # function | class | attribute | option | hook | p | instance patch | global patch | xyz | elem_id | module
+    kind: str  # function | class | attribute | option | hook | p | instance patch | global patch | xyz | elem_id | elem_class | module
     name: str  # dotted: module path and attribute ("modules.images.resize_image"), hook name, p attribute, elem id
     params: tuple[str, ...] = ()  # parameters we pass by name or position (functions, hooks)
     why: str = ""
+    hosts: tuple[str, ...] = _ALL  # the hosts that have it; on the others the glue does without (see why)
 
 
 SURFACES: tuple[Surface, ...] = (
@@ -64,41 +88,63 @@ SURFACES: tuple[Surface, ...] = (
     Surface("function", "modules.images.save_image", ("image", "path", "basename", "seed", "prompt", "extension", "info", "p", "suffix")),
     Surface("function", "modules.processing.create_binary_mask", ("image", "round")),
     Surface("function", "modules.processing.create_infotext", ("p", "all_prompts", "all_seeds", "all_subseeds", "comments", "iteration", "position_in_batch")),
-    Surface("function", "modules.script_callbacks.on_ui_settings", ("callback", "name")),
-    Surface("function", "modules.script_callbacks.on_before_ui", ("callback", "name")),
-    Surface("function", "modules.script_callbacks.on_app_started", ("callback", "name")),
-    Surface("function", "modules.script_callbacks.on_script_unloaded", ("callback", "name")),
+    *(
+        Surface("function", f"modules.script_callbacks.{name}", ("callback", "name"), hosts=("a1111", "forge", "reforge", "neo"))
+        for name in ("on_ui_settings", "on_before_ui", "on_app_started", "on_script_unloaded")
+    ),
+    *(
+        Surface("function", f"modules.script_callbacks.{name}", ("callback",), "registered without a name", hosts=("classic",))
+        for name in ("on_ui_settings", "on_before_ui", "on_app_started", "on_script_unloaded")
+    ),
     Surface("function", "modules.script_callbacks.remove_current_script_callbacks", why="script body reloads register afresh"),
     Surface("attribute", "modules.script_callbacks.callback_map", why="test route: registered callbacks per category"),
     Surface("attribute", "modules.shared.state", why="test route: restart the UI (Settings -> Reload UI)"),
     Surface("class", "modules.shared.OptionInfo", ("default", "label", "component", "component_args"), "Settings page defaults"),
     Surface("function", "modules.shared.opts.add_option", ("key", "info")),
     Surface("attribute", "modules.shared.sd_model", why="alphas_cumprod; add_noise_to_latent where the model has one"),
+    Surface("p", "p.sampler.model_wrap.predictor.noise_scaling", ("sigma", "noise", "latent_image", "max_denoise"),
+            "the img2img start (x + noise sigma, or the flow path for flow models)", hosts=FORGE_CANVAS_HOSTS),
+    Surface("attribute", "modules.shared.sd_model.forge_objects", why="alphas_cumprod (the model's own is None)", hosts=FORGE_CANVAS_HOSTS),
     *(
         Surface("option", f"modules.shared.opts.{name}")
         for name in (
-            "img2img_fix_steps", "img2img_extra_noise", "skip_early_cond", "s_min_uncond_all", "refiner_switch_by_sample_steps",
+            "img2img_fix_steps", "img2img_extra_noise", "skip_early_cond", "refiner_switch_by_sample_steps",
             "img2img_background_color", "enable_pnginfo", "samples_format",
         )
     ),  # fmt: skip
+    Surface("option", "modules.shared.opts.s_min_uncond_all", why="read with a default of off", hosts=("a1111", "forge", "reforge", "neo")),
     Surface("class", "modules.ui_components.InputAccordion", ("value",)),
     Surface("module", "cv2", why="the host's own mask blur (cv2.GaussianBlur)"),
     # --- global patches, undone on script unload ------------------------------------------
     Surface("global patch", "modules.img2img.process_batch", ("p",), "tag batch-tab inputs with their file path"),
-    Surface("global patch", "modules.images.read", ("fp",), "patched only while process_batch runs"),
+    Surface("global patch", "modules.images.read", ("fp",), "patched only while process_batch runs (Classic reads with PIL: no map folders)",
+            hosts=("a1111", "forge", "reforge", "neo")),
     Surface("global patch", "modules.images.split_grid", ("image", "tile_w", "tile_h", "overlap"), "tag tiles of tiled upscaling with their place"),
     # --- X/Y/Z plot (a script whose module is found through scripts_data) ---------------------
-    Surface("xyz", "AxisOptionImg2Img", ("label", "type", "apply"), "the extension's axes"),
+    Surface("xyz", "AxisOptionImg2Img", ("label", "type", "apply"), "the extension's axes", hosts=("a1111", "forge", "reforge", "neo")),
+    Surface("class", "lib_xyz.classes.AxisOptionImg2Img", ("label", "type", "apply"), "Classic's X/Y/Z keeps its classes here", hosts=("classic",)),
     Surface("xyz", "axis_options"),
     # --- UI (checked when the UI is built) --------------------------------------------------
     *(
         Surface("elem_id", name)
         for name in ("img2img_image", "img2img_width", "img2img_height", "img2img_steps", "img2img_denoising_strength", "resize_mode")
     ),
+    Surface("elem_class", "logical_image_background", why="the ForgeCanvas's init image, right after img2img_image", hosts=FORGE_CANVAS_HOSTS),
 )
 
 P_ATTRIBUTES = tuple(surface.name for surface in SURFACES if surface.kind == "p" and "." not in surface.name)
-ELEM_IDS = tuple(surface.name for surface in SURFACES if surface.kind == "elem_id")
+
+
+def of_host(host: str) -> tuple[Surface, ...]:
+    """The surfaces the glue uses on ``host``."""
+    return tuple(surface for surface in SURFACES if host in surface.hosts)
+
+
+def elem_ids(host: str) -> tuple[str, ...]:
+    return tuple(surface.name for surface in of_host(host) if surface.kind in ("elem_id", "elem_class"))
+
+
+ELEM_IDS = elem_ids("a1111")
 
 
 def _resolve(dotted: str, importer: Callable[[str], Any]) -> Any:
@@ -126,15 +172,17 @@ def _parameters_missing(function: Any, params: tuple[str, ...]) -> list[str]:
     return [name for name in params if name not in names]
 
 
-def check_static(importer: Callable[[str], Any] = importlib.import_module, xyz_module: Any = None) -> dict[str, str]:
-    """Problems with the importable surfaces: {surface name: what is wrong}; empty when all is there."""
+def check_static(importer: Callable[[str], Any] = importlib.import_module, xyz_module: Any = None, host: str | None = None) -> dict[str, str]:
+    """Problems with the importable surfaces of ``host`` (default: this process's):
+    {surface name: what is wrong}; empty when all is there."""
+    host = host or detect_host(importer)
     problems: dict[str, str] = {}
     script_class = None
     try:
         script_class = _resolve("modules.scripts.Script", importer)
     except Exception as error:  # noqa: BLE001 - a host without it is exactly what this reports
         problems["modules.scripts.Script"] = f"missing ({type(error).__name__}: {error})"
-    for surface in SURFACES:
+    for surface in of_host(host):
         try:
             if surface.kind in ("function", "class", "attribute", "option", "module", "global patch"):
                 value = _resolve(surface.name, importer)

@@ -10,7 +10,6 @@ from typing import Any
 import gradio as gr
 
 from differential_diffusion_webui import adapter, panel
-from lib_differential_diffusion.args import ELEM_PREFIX
 from lib_differential_diffusion.errors import EXTENSION_NAME
 from modules import script_callbacks, scripts
 
@@ -27,10 +26,8 @@ class Script(scripts.Script):
         return scripts.AlwaysVisible if is_img2img else False
 
     def after_component(self, component: Any, **kwargs: Any) -> None:
-        elem_id = kwargs.get("elem_id")
-        adapter.remember_elem_id(elem_id)
-        if elem_id in panel.PREVIEW_INPUTS:  # img2img inputs the preview reads (built before this panel)
-            self.host_components[elem_id] = component
+        adapter.remember_elements(kwargs.get("elem_id"), kwargs.get("elem_classes"))
+        panel.remember_host_input(self.host_components, component, kwargs)
 
     def ui(self, is_img2img: bool) -> list:
         if not is_img2img:
@@ -70,7 +67,7 @@ adapter.install_global_patches()
 # X/Y/Z (a root script, loaded before extensions) reads its axes when its UI is
 # built: with --nowebui that happens before on_before_ui, so register now too.
 adapter.add_xyz_axes()
-script_callbacks.on_ui_settings(lambda: adapter.add_settings(gr), name=ELEM_PREFIX)
-script_callbacks.on_before_ui(adapter.add_xyz_axes, name=ELEM_PREFIX)
-script_callbacks.on_app_started(adapter.add_routes, name=ELEM_PREFIX)
-script_callbacks.on_script_unloaded(adapter.remove_global_patches, name=ELEM_PREFIX)
+script_callbacks.on_ui_settings(lambda: adapter.add_settings(gr), **adapter.callback_name(script_callbacks.on_ui_settings))
+script_callbacks.on_before_ui(adapter.add_xyz_axes, **adapter.callback_name(script_callbacks.on_before_ui))
+script_callbacks.on_app_started(adapter.add_routes, **adapter.callback_name(script_callbacks.on_app_started))
+script_callbacks.on_script_unloaded(adapter.remove_global_patches, **adapter.callback_name(script_callbacks.on_script_unloaded))

@@ -558,7 +558,9 @@ def test_inpaint_mask_source_keeps_unmasked_pixels_and_bypasses_the_host_blend(h
     assert p.mask_round is False  # `process` ran before the host's init: its latent mask is soft like the strengths
     assert bool(((p.nmask > 0) & (p.nmask < 1)).any())
     cfg = p.sampler.model_wrap_cfg
-    assert cfg.blends and all(cfg.blends)  # every in-sampling mask blend was handed back unblended
+    # The wrapped calls ran with the denoiser's mask set aside (the strengths hold it): the host
+    # blended nothing inside sampling, and got its mask back afterwards.
+    assert cfg.calls > 0 and cfg.blends == [] and cfg.mask is not None
     latent, init = processed.latents[0], p.init_latent
     sampled = p.sampler.sample_calls[0]["samples"]
     never = p.differential_diffusion_state_seen.engine.never_released.expand_as(latent)
@@ -569,6 +571,20 @@ def test_inpaint_mask_source_keeps_unmasked_pixels_and_bypasses_the_host_blend(h
     assert not torch.equal(host_blend[~never], latent[~never])  # ... and it would have changed the result
     assert (latent[..., :2] - init[..., :2]).abs().mean() > 0.05
     assert np.array_equal(pixels(processed.images[0])[:, 48:], host_init_image(host, p)[:, 48:])  # preserve
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize("forge_denoiser", [False, True], ids=["a1111-denoiser", "forge-denoiser"])
+def test_inpaint_mask_as_source_is_the_same_strengths_as_an_uploaded_map(host, monkeypatch, forge_denoiser):
+    """Forge-type denoisers re-noise the masked area with fresh noise before every call; with the
+    mask set aside inside the blend's calls, "inpaint mask" as the source gives exactly what the
+    same strengths uploaded as a map give, on either kind of denoiser."""
+    monkeypatch.setattr(host.driver.CFGDenoiser, "renoise_masked_every_call", forge_denoiser)
+    mask = columns(1, 1, 0, 0)  # inpaint the left half; no blur: strengths are exactly 0/1
+    kwargs = dict(denoising_strength=0.8, seed=31, sampler_name="Euler a")
+    _, as_source = generate(host, ui_values(source="inpaint mask", preserve=False), image_mask=mask, mask_blur=0, **kwargs)
+    _, uploaded = generate(host, ui_values(map=mask, preserve=False), **kwargs)
+    assert torch.equal(as_source.latents[0], uploaded.latents[0])
     assert_no_hook_errors(host)
 
 
@@ -898,6 +914,35 @@ def test_preview_button_runs_on_the_img2img_inputs(host):
     assert image is None and "Differential Diffusion: map: " in error
     image, error = handler["fn"](*values, ramp_map(), "inpaint mask", False, 1.0, 0.0, 0.0, 1.0, True)
     assert image is None and "Differential Diffusion: source: " in error
+
+
+def test_preview_on_a_forge_canvas_reads_the_canvas_image(host):
+    """Forge and Neo: "img2img_image" is the canvas's HTML block; the init image is the hidden
+    component of class logical_image_background created right after it (a numpy array or a data URL)."""
+    gr = host.gr
+    script = host.module.Script()
+    with gr.Blocks():
+        components = _img2img_inputs(gr)
+        html = gr.HTML("<div>canvas</div>", elem_id="img2img_image")
+        for elem_id, component in components.items():
+            if elem_id == "img2img_image":
+                component = html
+            script.after_component(component, elem_id=elem_id)
+            if elem_id == "img2img_image":
+                background = gr.Textbox(elem_id="uuid_0123", elem_classes=["logical_image_background"])
+                script.after_component(background, elem_id="uuid_0123", elem_classes=["logical_image_background"])
+        controls = script.ui(True)
+    button = next(block for block in _blocks_under(controls[0].accordion) if block.elem_id == "differential_diffusion_preview_button")
+    handler = button.events[0][1]
+    assert handler["inputs"][0] is background
+    wide = photo(128, 64)
+    buffer = io.BytesIO()
+    wide.save(buffer, format="PNG")
+    for init in (np.asarray(wide), "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), wide):
+        image, error = handler["fn"](init, 64, 64, 10, 0.75, 1, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+        assert error == "" and isinstance(image, Image.Image)
+    image, error = handler["fn"]("<div>canvas</div>", 64, 64, 10, 0.75, 1, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    assert error == "" and isinstance(image, Image.Image)  # no image yet: the map alone, over the output size
 
 
 def test_preview_button_hidden_without_the_host_inputs(host):

@@ -66,6 +66,8 @@ class CFGDenoiser(torch.nn.Module):
     probe called with this denoiser.
     """
 
+    renoise_masked_every_call = False  # True: a Forge-type denoiser (see forward)
+
     def __init__(self, sampler: Any, inner_model: Any, *, mask_before_denoising: bool = False) -> None:
         super().__init__()
         self.inner_model = inner_model
@@ -105,6 +107,10 @@ class CFGDenoiser(torch.nn.Module):
 
         if self.mask_before_denoising and self.mask is not None:
             x = apply_blend(x)
+        if self.renoise_masked_every_call and self.mask is not None:
+            # Forge, Neo and Forge Classic: the kept area is re-noised with fresh noise before every call.
+            noisy_initial_latent = torch.randn_like(self.init_latent) * sigma.reshape(-1, 1, 1, 1) + self.init_latent
+            x = x * self.nmask + noisy_initial_latent * self.mask
 
         # CFG on the tiny model: one model call; each (possibly scheduled) prompt vector shifts the output.
         conds_list, tensor = prompt_parser.reconstruct_multicond_batch(cond, self.step)
