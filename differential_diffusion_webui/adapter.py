@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 STATE_ATTRIBUTE = "differential_diffusion_state"
 OVERRIDES_ATTRIBUTE = "differential_diffusion_overrides"  # set by X/Y/Z axes, per cell
+# The WebUI's outpainting scripts: the init image is the grown canvas, the input somewhere inside.
+CANVAS_GROWING_SCRIPTS = ("Outpainting mk2", "Poor man's outpainting")
+SOFT_INPAINTING_INFOTEXT_KEY = "Soft inpainting enabled"  # the built-in soft inpainting's own key
+WITH_SOFT_INPAINTING_INFOTEXT_KEY = "DD soft inpainting"
 # Samplers whose step ends with a model call at the next step's level.
 BOUNDARY_CALL_SAMPLERS = {"sample_heun", "restart_sampler"}
 # Set by the project's real-host tests: serves what the last run did and which host surfaces exist.
@@ -151,19 +155,34 @@ def map_hash(array: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()[:10]
 
 
+def selected_script(p: Any) -> str | None:
+    """Title of the img2img script the user chose (the Script dropdown; None for none)."""
+    try:
+        index = p.script_args[0]
+        return p.scripts.selectable_scripts[index - 1].title() if isinstance(index, int) and index > 0 else None
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
 def before_process(p: Any, script_args: tuple) -> None:
     global _active_run
     _active_run = None  # reset at every start, whatever the last run left
     p.__dict__.pop(STATE_ATTRIBUTE, None)
     source_paths = [image.info.pop(SOURCE_PATH_INFO_KEY, None) for image in p.init_images or () if hasattr(image, "info")]
     # A fresh dict without our keys: X/Y/Z cells share the one they were copied from.
-    p.extra_generation_params = {key: value for key, value in p.extra_generation_params.items() if key not in INFOTEXT_KEYS}
+    p.extra_generation_params = {key: value for key, value in p.extra_generation_params.items() if key not in INFOTEXT_KEYS and key != WITH_SOFT_INPAINTING_INFOTEXT_KEY}
     try:
         args = parse(p, script_args)
         if not args.enabled:
             return
         if getattr(p, "is_api", False):
             args.refuse_server_paths()
+        script = selected_script(p)
+        if script in CANVAS_GROWING_SCRIPTS and args.source != "inpaint mask":
+            raise DifferentialDiffusionError(
+                "script", f'"{script}" grows the canvas, so a map made for the input image cannot be placed on its result; '
+                "use map source 'inpaint mask' (the new area is the masked part), or outpaint first and change the result with a map",
+            )  # fmt: skip
         user_map = None
         if args.source == "map":
             user_map = decode_map(map_for_batch_image(source_paths, args.map_folder, args.user_map()))
@@ -357,6 +376,11 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
     )
     if state.engine.active:
         install(state, p.sampler)
+        if p.extra_generation_params.get(SOFT_INPAINTING_INFOTEXT_KEY):
+            # Both want the in-sampling latent blend; the change map already holds the mask, so
+            # ours is the only one (the mask is set aside inside our calls). Soft inpainting keeps
+            # its final composite of the original over the result. Said in the infotext.
+            p.extra_generation_params[WITH_SOFT_INPAINTING_INFOTEXT_KEY] = "final composite only"
 
 
 def on_mask_blend(p: Any, mba: Any) -> None:

@@ -74,9 +74,11 @@ SURFACES: tuple[Surface, ...] = (
             "extra_generation_params", "image_mask", "mask_round", "inpainting_mask_invert", "mask_blur_x", "mask_blur_y",
             "inpaint_full_res", "paste_to", "s_min_uncond", "refiner_checkpoint_info", "is_api", "init",
             "batch_index", "iteration", "seeds", "prompts", "all_prompts", "all_seeds", "all_subseeds",
-            "outpath_samples", "save_samples",
+            "outpath_samples", "save_samples", "scripts", "script_args",
         )
     ),  # fmt: skip
+    Surface("p", "p.scripts.selectable_scripts", why="the img2img script chosen (p.script_args[0], 1-based; 0 = none)"),
+    *(Surface("script", title, why="grows the canvas: only source 'inpaint mask' applies") for title in ("Outpainting mk2", "Poor man's outpainting")),
     Surface("instance patch", "p.sampler.model_wrap_cfg.forward", ("x", "sigma"), "the blend wraps this sampler's CFG denoiser"),
     Surface("p", "p.sampler.get_sigmas", ("p", "steps"), "k-diffusion schedule"),
     Surface("p", "p.sampler.get_timesteps", ("p", "steps"), "timestep samplers' schedule (DDIM, PLMS, UniPC)"),

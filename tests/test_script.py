@@ -588,6 +588,31 @@ def test_inpaint_mask_as_source_is_the_same_strengths_as_an_uploaded_map(host, m
     assert_no_hook_errors(host)
 
 
+@pytest.mark.parametrize("title", ["Outpainting mk2", "Poor man's outpainting"])
+def test_outpainting_scripts_take_only_the_inpaint_mask_as_source(host, title):
+    """They grow the canvas: a map made for the input cannot be placed on it (refused, naming the
+    script); the inpaint mask, whose masked part is the new area, is placed already."""
+
+    class Outpainting(host.scripts.Script):
+        def title(self):
+            return title
+
+    def run(values, **kwargs):
+        p = make_p(host, values, **kwargs)
+        p.scripts = host.scripts.ScriptRunner([host.script], selectable=[Outpainting()])
+        p.script_args[0] = 1  # the Script dropdown: the first selectable script
+        return p, host.driver.process_images(p)
+
+    for values in (ui_values(map=ramp_map()), ui_values(source="fan")):
+        with pytest.raises(ValueError, match=f'^Differential Diffusion: script: "{re.escape(title)}" grows the canvas') as caught:
+            run(values)
+        assert caught.value.status_code == 422
+    mask = columns(0, 0, 0, 1)  # the "new area" on the right
+    p, processed = run(ui_values(source="inpaint mask"), image_mask=mask, mask_blur=0)
+    assert np.array_equal(pixels(processed.images[0])[:, :40], host_init_image(host, p)[:, :40])
+    assert_no_hook_errors(host)
+
+
 def test_map_times_inpaint_mask_with_only_masked(host):
     image_mask = gray(np.pad(np.ones((24, 24)), 20))  # a centred square
     p, processed = generate(

@@ -136,8 +136,9 @@ ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedi
 class ScriptRunner:
     """The host's per-tab runner: alwayson scripts only, hooks dispatched as in v1.10.1."""
 
-    def __init__(self, scripts=()):
+    def __init__(self, scripts=(), selectable=()):
         self.alwayson_scripts = list(scripts)
+        self.selectable_scripts = list(selectable)  # the Script dropdown; p.script_args[0] is its 1-based index
 
     def _each(self, hook, p, *args, **kwargs):
         for script in self.alwayson_scripts:
