@@ -35,7 +35,7 @@ from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
 from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
-from lib_differential_diffusion.maps import Geometry, decode_map, to_latent
+from lib_differential_diffusion.maps import Geometry, align_map, decode_map, to_latent
 from lib_differential_diffusion.schedule import (
     SigmaLevels,
     alpha_start_rule,
@@ -251,14 +251,16 @@ def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = Fa
             state.inpaint_mask, state.inpaint_mask_ready = inpaint_mask(p), True
         tile = tile_box(init_image)
         if over_init_image:
-            geometry, fan_box = Geometry(init_image.size, init_image.width, init_image.height), crop_region(p)
-        elif tile is not None:  # a tile of tiled upscaling: its part of the map over the upscaled image
-            box, full_size = tile
-            geometry, fan_box = Geometry(full_size, p.width, p.height, 0, box), None
+            own = Geometry(init_image.size, init_image.width, init_image.height)
         else:
-            geometry, fan_box = Geometry(init_image.size, p.width, p.height, p.resize_mode, crop_region(p)), None
+            own = Geometry(init_image.size, p.width, p.height, p.resize_mode, crop_region(p))
+        # A tile of tiled upscaling takes its part of the map over the whole upscaled image;
+        # its own inpaint mask (outpainting tiles) is its own.
+        geometry = own if tile is None or over_init_image else Geometry(tile[1], p.width, p.height, 0, tile[0])
+        mask = None if state.inpaint_mask is None else align_map(state.inpaint_mask, own)
         strengths = pixel_strengths(
-            state.args, geometry, user_map=state.user_map, inpaint_mask=state.inpaint_mask, fan_box=fan_box, fan_over_init_image=tile is not None,
+            state.args, geometry, user_map=state.user_map, inpaint_mask=mask,
+            fan_box=crop_region(p) if over_init_image else None, fan_over_init_image=tile is not None and not over_init_image,
         )  # fmt: skip
         state.strengths[key] = strengths.astype(np.float32)
     return state.strengths[key]

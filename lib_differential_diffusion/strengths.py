@@ -43,14 +43,14 @@ def pixel_strengths(
 ) -> np.ndarray:
     """Each output pixel's strength before the slider, float32 (height, width) in [0, 1].
 
-    ``user_map`` (decoded, any size) and ``inpaint_mask`` (the host's processed
-    mask at the init image's size) get the init image's geometry. A fan is
-    drawn in the output's frame (``fan_box``: only inside that box), or, with
-    ``fan_over_init_image``, over the init image like a map (tiles of an
-    upscale each take their part of one fan). The map options apply to the
-    source; an inpaint mask then multiplies it, unless the mask is the source.
+    ``user_map`` (decoded, any size) gets the init image's ``geometry``; ``inpaint_mask``
+    is the host's processed mask, already in the output's frame. A fan is drawn in the
+    output's frame (``fan_box``: only inside that box), or, with ``fan_over_init_image``,
+    over the init image like a map (tiles of an upscale each take their part of one fan).
+    The map options apply to the source; the inpaint mask then multiplies it, unless the
+    mask is the source.
     """
-    mask = None if inpaint_mask is None else align_map(inpaint_mask, geometry)
+    mask = inpaint_mask
     if args.source == "inpaint mask":
         source, mask = mask, None
     elif args.source == "fan" and fan_over_init_image:

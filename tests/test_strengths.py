@@ -60,7 +60,7 @@ def test_inpaint_mask_multiplies_the_map_or_is_the_source():
     mask = np.zeros((32, 48), np.float32)
     mask[:, 24:] = 0.5
     geometry = Geometry((48, 32), 48, 32)
-    with_map = pixel_strengths(DifferentialDiffusionArgs(enabled=True, map="x"), geometry, user_map=ramp(), inpaint_mask=mask)
+    with_map = pixel_strengths(DifferentialDiffusionArgs(enabled=True, map="x"), geometry, user_map=ramp(), inpaint_mask=mask)  # in the output frame
     np.testing.assert_allclose(with_map, ramp() * mask)
     as_source = pixel_strengths(DifferentialDiffusionArgs(enabled=True, source="inpaint mask", invert=True), geometry, inpaint_mask=mask)
     np.testing.assert_allclose(as_source, 1 - mask)  # options apply to the mask as the source, nothing multiplies it

@@ -17,6 +17,9 @@ Host discovery (environment variables):
   warm-up generation (default 300).
 * ``SD_WEBUI_CACHE``    where generated test checkpoints (SD3) are kept, outside the project;
   default ``<temp dir>/sd-webui-differential-diffusion-cache``.
+* ``SD_WEBUI_TEST_EXTENSIONS`` a folder of other extensions' checkouts (e.g.
+  ``ultimate-upscale-for-automatic1111``) that servers install next to this one where their
+  spec names them; a test that needs a missing one skips.
 """
 from __future__ import annotations
 
@@ -144,9 +147,10 @@ class ServerSpec:
     refiner: str | None = None      # warm up with a full refiner run on this checkpoint
     extra_args: tuple = ()
     generated: str | None = None    # ckpt is made by a fixture script (GENERATED_CHECKPOINTS), not in ckpt/
+    extensions: tuple = ()          # other extensions to install from SD_WEBUI_TEST_EXTENSIONS, where present
 
 
-SD1 = ServerSpec("sd1", "sd1_graded")
+SD1 = ServerSpec("sd1", "sd1_graded", extensions=("ultimate-upscale-for-automatic1111",))
 # sd_checkpoints_limit 2 keeps base and refiner loaded: a refiner run takes about 1 s instead of
 # 15-40 s (with the default limit 1 every run re-creates both models from their configs). The
 # sampler-side refiner switch is the same either way; SDXL_RELOAD is the default-options variant.
@@ -250,6 +254,12 @@ class WebUIServer:
         link = self.data_dir / "extensions" / EXTENSION_NAME
         if not link.is_symlink():
             link.symlink_to(PROJECT_ROOT, target_is_directory=True)
+        others = os.environ.get("SD_WEBUI_TEST_EXTENSIONS", "").strip()
+        for name in self.spec.extensions:
+            source = Path(others) / name if others else None
+            target = self.data_dir / "extensions" / name
+            if source is not None and source.is_dir() and not target.is_symlink():
+                target.symlink_to(source, target_is_directory=True)
         cfg = dict(BASE_OPTIONS)
         cfg.update(dict(self.spec.options))
         (self.data_dir / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -709,24 +719,34 @@ def img2img_ok(server, **payload) -> tuple[list[Image.Image], dict]:
 
 # --------------------------------------------------------------------------- X/Y/Z plot
 
-def _xyz_script_info(server) -> dict:
-    infos = [s for s in server.get("/sdapi/v1/script-info").json() if s["name"] == "x/y/z plot" and s["is_img2img"]]
-    assert infos, "no img2img x/y/z plot script"
+def script_info(server, name: str) -> dict:
+    """The img2img script's entry of GET /sdapi/v1/script-info (its arguments, labels, defaults)."""
+    infos = [s for s in server.get("/sdapi/v1/script-info").json() if s["name"] == name and s["is_img2img"]]
+    assert infos, f"no img2img script {name!r} on this host"
     return infos[0]
+
+
+def script_args(server, name: str, **by_label) -> list:
+    """A script's ``script_args``: each argument at its default, or the value given for its label
+    (underscores stand for spaces; dropdowns and radios of type "index" need the index)."""
+    given = {label.replace("_", " "): value for label, value in by_label.items()}
+    args = [given.pop(arg.get("label"), arg.get("value")) for arg in script_info(server, name)["args"]]
+    assert not given, f"{name}: no argument labelled {sorted(given)}"
+    return args
 
 
 def xyz_axis_labels(server) -> list[str]:
     """The X type dropdown's choices (type="index": its position is what the script's run() gets)."""
-    x_type = _xyz_script_info(server)["args"][0]
+    x_type = script_info(server, "x/y/z plot")["args"][0]
     assert x_type["label"] == "X type", x_type["label"]
     return x_type["choices"]
 
 
 def xyz_args(server, axis_index: int, values: str) -> list:
-    """The X/Y/Z plot's script_args with an X axis only, built from the host's own argument list
-    (hosts differ: the A1111 dev branch adds "Draw grid"), every other argument at its default."""
+    """The X/Y/Z plot's script_args with an X axis only and its cells returned after the grid,
+    built from the host's own argument list (hosts differ: the A1111 dev branch adds "Draw grid")."""
     args = []
-    for arg in _xyz_script_info(server)["args"]:
+    for arg in script_info(server, "x/y/z plot")["args"]:
         label = arg.get("label")
         if label == "X type":
             args.append(axis_index)
@@ -738,6 +758,8 @@ def xyz_args(server, axis_index: int, values: str) -> list:
                 args.append([])
             else:
                 args.append(values if label == "X values" else "")
+        elif label == "Include Sub Images":
+            args.append(True)
         else:
             args.append(arg.get("value"))
     return args
