@@ -270,3 +270,16 @@ def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | N
     if engine is not None:
         samples = engine.finalize(samples)
     return samples, engine
+
+
+def latents(batch: int = 1, seed: int = 0, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded init latent and noise, [batch, 4, size, size]."""
+    generator = torch.Generator().manual_seed(seed)
+    init = torch.randn(batch, 4, size, size, generator=generator) * 0.8
+    noise = torch.randn(batch, 4, size, size, generator=generator)
+    return init, noise
+
+
+def uniform(value: float, batch: int = 1, size: int = 16) -> torch.Tensor:
+    """Pixel strengths of a uniform map, float64 as the glue builds them."""
+    return torch.full((batch, 1, size, size), value, dtype=torch.float64)

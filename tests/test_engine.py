@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tiny_denoiser import ALPHAS_CUMPROD
-from a1111_sampling import K_SAMPLERS, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser
+from a1111_sampling import K_SAMPLERS, latents, uniform, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser
 from lib_differential_diffusion.blend import DifferentialDiffusion, StepTracker
 from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, never_released, release_steps, skip_start_strength
 
@@ -32,21 +32,10 @@ def eps_net():
     return TinyEpsNet()
 
 
-def latents(batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    init = torch.randn(batch, 4, H, W, generator=generator) * 0.8
-    noise = torch.randn(batch, 4, H, W, generator=generator)
-    return init, noise
-
-
 def img2img(name, denoiser, eps_net, run, pixel_strengths=None, **kwargs):
     if name == "DDIM":
         return ddim_img2img(eps_net, run, pixel_strengths=pixel_strengths)
     return kdiffusion_img2img(name, denoiser, run, pixel_strengths=pixel_strengths, **kwargs)
-
-
-def uniform(value: float, batch: int = 1) -> torch.Tensor:
-    return torch.full((batch, 1, H, W), value, dtype=torch.float64)
 
 
 def model_calls(name, denoiser, eps_net) -> int:

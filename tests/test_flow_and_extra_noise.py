@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from a1111_sampling import K_SAMPLERS, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser, make_flow_denoiser, sd3_add_noise_to_latent
+from a1111_sampling import K_SAMPLERS, latents, uniform, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser, make_flow_denoiser, sd3_add_noise_to_latent
 
 H = W = 16
 # Samplers whose state after the release step depends only on that state (no history, no sequential noise).
@@ -32,15 +32,6 @@ def eps():
 @pytest.fixture(scope="module")
 def eps_net():
     return TinyEpsNet()
-
-
-def latents(batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 4, H, W, generator=generator) * 0.8, torch.randn(batch, 4, H, W, generator=generator)
-
-
-def uniform(value: float, batch: int = 1) -> torch.Tensor:
-    return torch.full((batch, 1, H, W), value, dtype=torch.float64)
 
 
 def flow_run(strength: float, steps: int = 10, batch: int = 1, seed: int = 5, **kwargs) -> Run:

@@ -72,6 +72,20 @@ class Host:
         return dict(zip(POSITIONAL_ORDER, self.controls))
 
 
+def load_script_file() -> types.ModuleType:
+    """modules/scripts.py load_scripts + script_loading.load_module: execute the file, extension root
+    first on sys.path while loading (also what the host does again on a script reload)."""
+    syspath = sys.path
+    sys.path = [str(ROOT)] + sys.path
+    try:
+        spec = importlib.util.spec_from_file_location(SCRIPT_PATH.name, str(SCRIPT_PATH))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path = syspath
+
+
 def _is_standin(name: str, top_level: set[str]) -> bool:
     return name.split(".")[0] in top_level
 
@@ -95,15 +109,7 @@ def host():
         import gradio as gr
         from modules import errors, script_callbacks, scripts, shared
 
-        # modules/scripts.py load_scripts + script_loading.load_module: extension root first while loading.
-        syspath = sys.path
-        sys.path = [str(ROOT)] + sys.path
-        try:
-            spec = importlib.util.spec_from_file_location(SCRIPT_PATH.name, str(SCRIPT_PATH))
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        finally:
-            sys.path = syspath
+        module = load_script_file()
         for value in module.__dict__.values():
             if inspect.isclass(value) and issubclass(value, scripts.Script):
                 scripts.scripts_data.append(scripts.ScriptClassData(value, str(SCRIPT_PATH), str(ROOT), module))
@@ -1004,19 +1010,6 @@ def test_batch_tab_map_folder_matches_maps_by_file_name(host, tmp_path):
     assert_no_hook_errors(host)
 
 
-def _load_script_file_again() -> types.ModuleType:
-    """What the host does on a script reload: execute the file again, extension root first on sys.path."""
-    syspath = sys.path
-    sys.path = [str(ROOT)] + sys.path
-    try:
-        spec = importlib.util.spec_from_file_location(SCRIPT_PATH.name, str(SCRIPT_PATH))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path = syspath
-
-
 def test_reloads_leave_one_patch_and_one_set_of_callbacks_and_map_folders_keep_working(host, tmp_path):
     """Reload UI (scripts unload, the host clears callbacks, files run again) and "reload script
     bodies" (files run again): the batch tab's map folder still works after both."""
@@ -1029,9 +1022,9 @@ def test_reloads_leave_one_patch_and_one_set_of_callbacks_and_map_folders_keep_w
     host.script_callbacks.script_unloaded_callback()  # Reload UI, first half
     assert getattr(img2img.process_batch, "_differential_diffusion_original", None) is None  # no patch left behind
     host.script_callbacks.clear_callbacks()
-    _load_script_file_again()
+    load_script_file()
     assert {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()} == counts
-    _load_script_file_again()  # reload script bodies: no callbacks are cleared by the host
+    load_script_file()  # reload script bodies: no callbacks are cleared by the host
     assert {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()} == counts
     assert getattr(img2img.process_batch, "_differential_diffusion_original", None) is getattr(patched, "_differential_diffusion_original")
 
