@@ -36,6 +36,7 @@ engine inactive (plain img2img), and an all-zeros map returns the original.
 
 from __future__ import annotations
 
+import bisect
 from typing import Callable, Protocol
 
 import numpy as np
@@ -67,19 +68,19 @@ class StepTracker:
     """
 
     def __init__(self, eval_levels: torch.Tensor, boundary_call_ends_step: bool = False) -> None:
-        self._negated_levels = (-eval_levels.to(torch.float64)).contiguous()
-        self._levels = eval_levels.to(torch.float64)
+        # Plain floats: attributing a call costs no tensor work (and no device sync).
+        self._levels = eval_levels.to(torch.float64).tolist()
+        self._negated_levels = [-level for level in self._levels]
         self._boundary_call_ends_step = boundary_call_ends_step
         self.step = -1
         self._calls_in_step = 0
 
     def _is_level_of(self, step: int, level: float) -> bool:
-        return 0 <= step < len(self._levels) and abs(level - float(self._levels[step])) <= LEVEL_TOLERANCE * max(abs(level), 1e-12)
+        return 0 <= step < len(self._levels) and abs(level - self._levels[step]) <= LEVEL_TOLERANCE * max(abs(level), 1e-12)
 
     def observe(self, level: float) -> tuple[int, bool]:
         """(step of this call, whether the call is at the step's own start level)."""
-        threshold = torch.tensor([-level * (1 - LEVEL_TOLERANCE)], dtype=torch.float64)
-        mapped = int(torch.searchsorted(self._negated_levels, threshold, right=True)) - 1
+        mapped = bisect.bisect_right(self._negated_levels, -level * (1 - LEVEL_TOLERANCE)) - 1
         if (
             self._boundary_call_ends_step
             and self.step >= 0

@@ -312,3 +312,45 @@ def test_never_released_is_release_steps_never_at_pixel_resolution(steps, run_st
     kept = never_released(strengths, slider, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps)
     assert np.array_equal(kept, expected)
     assert kept[0, 0] and expected.any() and not expected.all()
+
+
+@pytest.mark.parametrize("name", ["Euler", "DPM++ 2M", "DDIM"])
+def test_one_device_sync_per_model_call(name, denoiser, eps_net, monkeypatch):
+    """Reading a tensor's value on the host is what makes a GPU wait: the blend does it once per
+    call (the call's level, to find its step); every per-step decision is precomputed on the CPU."""
+    init, noise = latents()
+    strengths = uniform(0.0)
+    strengths[..., 4:8] = 0.3
+    strengths[..., 8:] = 1.0  # pinned, staggered and free pixels: every branch of the blend runs
+    methods = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist")
+    saved = {method: getattr(torch.Tensor, method) for method in methods}
+    reads: list[int] = []
+    counting = [False]
+
+    def counted(method):
+        def read(self, *args, **kwargs):
+            if counting[0]:
+                reads[-1] += 1
+            return saved[method](self, *args, **kwargs)
+
+        return read
+
+    def blend_part(function, opens_call):
+        def run(self, *args, **kwargs):
+            if opens_call:
+                reads.append(0)
+            counting[0] = True
+            try:
+                return function(self, *args, **kwargs)
+            finally:
+                counting[0] = False
+
+        return run
+
+    monkeypatch.setattr(DifferentialDiffusion, "before_call", blend_part(DifferentialDiffusion.before_call, True))
+    monkeypatch.setattr(DifferentialDiffusion, "after_call", blend_part(DifferentialDiffusion.after_call, False))
+    for method in methods:
+        monkeypatch.setattr(torch.Tensor, method, counted(method))
+    img2img(name, denoiser, eps_net, Run(init, noise, 1.0, 10, seed=1), strengths)
+    monkeypatch.undo()
+    assert len(reads) >= 8 and set(reads) == {1}, reads
