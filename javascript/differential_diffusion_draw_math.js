@@ -6,6 +6,7 @@
 // under node it is `module.exports`.
 (function(root, factory) {
     const api = factory();
+    api.moduleSource = String(factory); // the editor rebuilds the module in its encoding worker
     if (typeof module === "object" && module.exports) {
         module.exports = api;
     } else {
@@ -100,11 +101,12 @@
         const stepX = dx / length2;
         for (let y = 0; y < height; y++) {
             const rowStart = ((0.5 - x0) * dx + (y + 0.5 - y0) * dy) / length2;
+            const base = va + 0.5; // + 0.5, then truncation: rounding (values are >= 0)
             let i = y * width;
             for (let x = 0; x < width; x++, i++) {
                 let t = rowStart + x * stepX;
                 t = t < 0 ? 0 : t > 1 ? 1 : t;
-                data[i] = Math.round(va + span * t);
+                data[i] = (base + span * t) | 0;
             }
         }
     }
@@ -132,10 +134,10 @@
             const inEnd = clamp(Math.floor(x0 + reach - 0.5) + 1, inStart, width);
             data.fill(outside, row, row + inStart);
             data.fill(outside, row + inEnd, row + width);
-            for (let x = inStart; x < inEnd; x++) {
-                const rx = x + 0.5 - x0;
-                const t = Math.sqrt(rx * rx + ry * ry) * inverseRadius;
-                data[row + x] = Math.round(va + span * (t > 1 ? 1 : t));
+            const ry2 = ry * ry, base = va + 0.5; // + 0.5, then truncation: rounding (values are >= 0)
+            for (let x = inStart, rx = inStart + 0.5 - x0; x < inEnd; x++, rx++) {
+                const t = Math.sqrt(rx * rx + ry2) * inverseRadius;
+                data[row + x] = (base + span * (t > 1 ? 1 : t)) | 0;
             }
         }
     }
@@ -600,11 +602,18 @@
         const stream = new CompressionStream("deflate");
         const writer = stream.writable.getWriter();
         const reading = new Response(stream.readable).arrayBuffer();
-        for await (const part of parts) {
-            await writer.ready;
-            writer.write(part);
+        try {
+            for await (const part of parts) {
+                await writer.ready;
+                writer.write(part).catch(() => {}); // a failed write also fails close()
+            }
+            await writer.close();
+        } catch (error) {
+            // Given up (e.g. the map changed): release the stream without unhandled rejections.
+            writer.abort(error).catch(() => {});
+            reading.catch(() => {});
+            throw error;
         }
-        await writer.close();
         return new Uint8Array(await reading);
     }
 

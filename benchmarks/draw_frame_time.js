@@ -1,0 +1,209 @@
+#!/usr/bin/env node
+// The map editor's speed in Chromium, on a stand-in page (no WebUI needed): the editor's two
+// scripts with the few page pieces it talks to (init image, mount point, hidden textbox, map
+// source radio, Generate button). A 2048x2048 init image makes a 2048x2048 map; 200 scripted
+// operations (150 brush/eraser strokes of 24 moves with sizes 16-400 px and 50 linear/radial
+// gradient drags of 12 moves, one move per animation frame, as a 60 Hz pointer) are drawn with
+// pointer events, then Generate is clicked (a) right after a stroke, so the map must be encoded
+// first, and (b) after a pause, when the idle encoding has put it in the textbox.
+//
+// Prints one JSON line: frame work (ms spent in the editor per animation frame, incl. the
+// commit of a stroke or gradient at pointer-up) p50/p95/max, animation-frame intervals while
+// drawing p50/p95, the encode times and the Generate waits, sizes.
+//
+// usage: node benchmarks/draw_frame_time.js [--size 2048] [--ops 200] [--chromium PATH]
+// needs: Debian's chromium and npm playwright-core (bash tests/browser/install.sh).
+'use strict';
+
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { execFileSync } = require('child_process');
+
+const ROOT = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : fallback;
+};
+const SIZE = Number(option('size', 2048));
+const OPS = Number(option('ops', 200));
+const ENCODE_DELAY = option('encode-delay', null); // ms; default: the editor's
+
+function findChromium() {
+  const explicit = option('chromium', process.env.CHROMIUM_PATH);
+  if (explicit) return explicit;
+  for (const name of ['chromium', 'chromium-browser']) {
+    try {
+      return execFileSync('which', [name], { encoding: 'utf8' }).trim();
+    } catch (e) { /* next */ }
+  }
+  throw new Error('chromium not found (bash tests/browser/install.sh, or --chromium PATH)');
+}
+
+function playwright() {
+  const local = path.join(ROOT, 'tests', 'browser', 'node_modules', 'playwright-core');
+  return require(process.env.PLAYWRIGHT_CORE_DIR || (fs.existsSync(local) ? local : 'playwright-core'));
+}
+
+// The page pieces the editor uses, named as in the WebUI (gradio 3.41) page.
+const PAGE = `<!doctype html><html><head><meta charset="utf-8"><style>body{font-family:sans-serif;width:700px}</style></head><body>
+<div id="mode_img2img"><div id="img2img_image"><img id="init" alt=""></div></div>
+<div id="img2img_width"><input type="number" value="512"></div><div id="img2img_height"><input type="number" value="512"></div>
+<div id="differential_diffusion_source"><label><input type="radio" name="s" value="map">map</label><label><input type="radio" name="s" value="draw" checked>draw</label></div>
+<div id="differential_diffusion_draw_editor" style="width:640px"></div>
+<div id="differential_diffusion_drawn_map" style="display:none"><textarea></textarea></div>
+<button id="img2img_generate">Generate</button>
+<script>
+  var uiLoaded = [];
+  function onUiLoaded(callback) { uiLoaded.push(callback); }
+  function gradioApp() { return document; }
+  function updateInput(target) { target.dispatchEvent(new Event('input', {bubbles: true})); }
+  // What gradio would send: the textbox's value when Generate's own handler runs.
+  window.generated = [];
+  document.getElementById('img2img_generate').addEventListener('click', function() {
+    window.generated.push({at: performance.now(), value: document.querySelector('#differential_diffusion_drawn_map textarea').value});
+  });
+</script></body></html>`;
+
+async function main() {
+  const pw = playwright();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dd-draw-bench-'));
+  fs.writeFileSync(path.join(dir, 'page.html'), PAGE);
+  const browser = await pw.chromium.launch({ executablePath: findChromium(), args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+  const result = { size: SIZE, ops: OPS, cpus: os.cpus().length };
+  try {
+    const page = await browser.newPage({ viewport: { width: 800, height: 900 } });
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await page.goto('file://' + path.join(dir, 'page.html'));
+    // The init image: a 2048^2 picture made in the page.
+    await page.evaluate(async (size) => {
+      const c = document.createElement('canvas');
+      c.width = c.height = size;
+      const g = c.getContext('2d');
+      const gradient = g.createLinearGradient(0, 0, size, size);
+      gradient.addColorStop(0, '#345');
+      gradient.addColorStop(1, '#c96');
+      g.fillStyle = gradient;
+      g.fillRect(0, 0, size, size);
+      const img = document.getElementById('init');
+      img.src = c.toDataURL('image/jpeg', 0.8);
+      await img.decode();
+    }, SIZE);
+    // The WebUI loads extension scripts in file-name order.
+    await page.addScriptTag({ path: path.join(ROOT, 'javascript', 'differential_diffusion_draw.js') });
+    await page.addScriptTag({ path: path.join(ROOT, 'javascript', 'differential_diffusion_draw_math.js') });
+    await page.addStyleTag({ path: path.join(ROOT, 'style.css') });
+    await page.evaluate(() => uiLoaded.forEach((f) => f()));
+    await page.waitForFunction(() => window.DifferentialDiffusionDraw.editor && window.DifferentialDiffusionDraw.editor.layoutBox);
+
+    const run = await page.evaluate(async ([ops, encodeDelay]) => {
+      const editor = window.DifferentialDiffusionDraw.editor;
+      const stage = editor.stage;
+      const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+      const r = stage.getBoundingClientRect();
+      let seed = 12345;
+      const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
+      const send = (type, x, y, extra) => stage.dispatchEvent(new PointerEvent(type, Object.assign({
+        pointerId: 1, pointerType: 'mouse', isPrimary: true, bubbles: true, cancelable: true,
+        clientX: r.left + x, clientY: r.top + y, button: 0, buttons: type === 'pointerup' ? 0 : 1,
+      }, extra || {})));
+      const slider = (id, value) => { const s = editor.sliders[id].input; s.value = String(value); s.dispatchEvent(new Event('input')); };
+      if (encodeDelay !== null) editor.encodeDelayMs = Number(encodeDelay);
+      editor.stats.frameWorkMs.length = 0;
+      editor.stats.frameIntervalMs.length = 0;
+      editor.stats.frameKinds.length = 0;
+      const started = performance.now();
+      for (let i = 0; i < ops; i++) {
+        const gradient = i % 4 === 3;
+        if (gradient) {
+          editor.setTool(i % 8 === 3 ? 'linear' : 'radial');
+          slider('gradientFrom', Math.round(random() * 100));
+          slider('gradientTo', Math.round(random() * 100));
+        } else {
+          editor.setTool(i % 5 === 4 ? 'eraser' : 'brush');
+          slider('size', 16 + Math.round(random() * 384));
+          slider('softness', Math.round(random() * 100));
+          slider('flow', 20 + Math.round(random() * 80));
+          slider('amount', Math.round(random() * 100));
+        }
+        let x = random() * r.width, y = random() * r.height;
+        const angle = random() * Math.PI * 2;
+        const moves = gradient ? 12 : 24;
+        const step = gradient ? 10 : 8;
+        send('pointerdown', x, y);
+        await frame();
+        for (let k = 0; k < moves; k++) {
+          x = Math.max(0, Math.min(r.width - 1, x + Math.cos(angle + k * 0.08) * step));
+          y = Math.max(0, Math.min(r.height - 1, y + Math.sin(angle + k * 0.08) * step));
+          send('pointermove', x, y, { shiftKey: gradient && k % 2 === 0 });
+          await frame();
+        }
+        send('pointerup', x, y);
+        await frame();
+      }
+      const drawingSeconds = (performance.now() - started) / 1000;
+      const report = editor.report();
+
+      // Generate right after a stroke: the click waits for the encoding.
+      editor.setTool('brush');
+      send('pointerdown', 100, 100);
+      send('pointermove', 200, 150);
+      send('pointerup', 200, 150);
+      let before = window.generated.length;
+      let clicked = performance.now();
+      document.getElementById('img2img_generate').click();
+      while (window.generated.length === before) await new Promise((resolve) => setTimeout(resolve, 1));
+      const cold = window.generated[window.generated.length - 1];
+      const coldMs = cold.at - clicked;
+      const coldOk = cold.value === editor.encoded.url && cold.value.startsWith('data:image/png;base64,');
+
+      // Generate after a pause: the idle encoding is done, nothing to wait for.
+      send('pointerdown', 300, 300);
+      send('pointermove', 320, 380);
+      send('pointerup', 320, 380);
+      const idleStarted = performance.now();
+      while (!editor.isSent()) await new Promise((resolve) => setTimeout(resolve, 5));
+      const idleEncodeDoneMs = performance.now() - idleStarted;
+      before = window.generated.length;
+      clicked = performance.now();
+      document.getElementById('img2img_generate').click();
+      const warm = window.generated[window.generated.length - 1];
+      const warmMs = warm.at - clicked;
+      const warmOk = window.generated.length === before + 1 && warm.value === editor.encoded.url;
+
+      const encodes = editor.stats.encodes;
+      return {
+        map: `${editor.doc.width}x${editor.doc.height}`,
+        display: `${editor.layoutBox.canvasWidth}x${editor.layoutBox.canvasHeight}`,
+        drawingSeconds,
+        frames: report.frames,
+        frameWorkMs: report.frameWork,
+        frameWorkMsByKind: report.frameWorkByKind,
+        frameIntervalMs: report.frameInterval,
+        undoSteps: editor.doc.undoStack.length,
+        historyMB: editor.doc.historyBytes / 1048576,
+        generateAfterStrokeMs: coldMs,
+        generateAfterStrokeSentCurrentMap: coldOk,
+        generateAfterPauseMs: warmMs,
+        generateAfterPauseSentCurrentMap: warmOk,
+        idleEncodeDoneAfterMs: idleEncodeDoneMs,
+        encodes: encodes.slice(-4).map((e) => ({ ms: Math.round(e.ms * 10) / 10, background: e.background, worker: e.worker, bitDepth: e.bitDepth, kB: Math.round(e.bytes / 1024) })),
+      };
+    }, [OPS, ENCODE_DELAY]);
+    Object.assign(result, run, { pageErrors: errors });
+    result.ok = errors.length === 0 && run.generateAfterStrokeSentCurrentMap && run.generateAfterPauseSentCurrentMap;
+  } finally {
+    await browser.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  process.stdout.write(JSON.stringify(result) + '\n');
+  process.exit(result.ok ? 0 : 1);
+}
+
+main().catch((e) => {
+  process.stdout.write(JSON.stringify({ ok: false, error: String(e && e.stack || e) }) + '\n');
+  process.exit(2);
+});
