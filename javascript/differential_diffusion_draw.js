@@ -28,6 +28,7 @@
     // a 16-bit map beyond this falls back to 8 bits.
     const MAX_16_BIT_DATA_URL = 8 * 1024 * 1024;
     const MAX_FRAME_SAMPLES = 20000;
+    const MAX_JOURNAL = 200; // the last edits with their parameters (tests rebuild the map from them)
     const HEAT_STOPS = [[0, [24, 28, 120]], [0.25, [0, 120, 255]], [0.5, [0, 200, 90]], [0.75, [255, 210, 0]], [1, [235, 30, 20]]];
 
     const TOOLS = [
@@ -63,22 +64,26 @@
         }
     }
 
-    function heatLut(gray) {
-        const lut = new Uint32Array(256);
+    // Overlay colours by change amount, indexed by (value + 255) >> 8: index 0 is exactly 0 (kept
+    // pixel for pixel with Preserve), 1..256 the amount in 256ths. Heat: exactly 0 is clear, the
+    // rest runs blue -> red, more opaque with more change; gray: the map's own gray values.
+    function overlayLut(gray) {
+        const lut = new Uint32Array(257);
         const bytes = new Uint8Array(lut.buffer);
-        for (let i = 0; i < 256; i++) {
-            let rgb;
+        for (let i = 0; i < 257; i++) {
+            const t = Math.max(0, i - 1) / 255;
             if (gray) {
-                rgb = [i, i, i];
-            } else {
-                const t = i / 255;
-                let k = 1;
-                while (k < HEAT_STOPS.length - 1 && HEAT_STOPS[k][0] < t) k++;
-                const [t0, c0] = HEAT_STOPS[k - 1], [t1, c1] = HEAT_STOPS[k];
-                const f = (t - t0) / (t1 - t0);
-                rgb = c0.map((c, j) => Math.round(c + (c1[j] - c) * f));
+                const v = Math.round(t * 255);
+                bytes.set([v, v, v, 255], i * 4);
+                continue;
             }
-            bytes.set([rgb[0], rgb[1], rgb[2], 255], i * 4);
+            if (i === 0) continue; // transparent
+            let k = 1;
+            while (k < HEAT_STOPS.length - 1 && HEAT_STOPS[k][0] < t) k++;
+            const [t0, c0] = HEAT_STOPS[k - 1], [t1, c1] = HEAT_STOPS[k];
+            const f = (t - t0) / (t1 - t0);
+            const rgb = c0.map((c, j) => Math.round(c + (c1[j] - c) * f));
+            bytes.set([rgb[0], rgb[1], rgb[2], Math.round(255 * (0.45 + 0.55 * t))], i * 4);
         }
         return lut;
     }
@@ -195,10 +200,11 @@
             this.doc = new M.DrawingDocument(size[0], size[1]);
             this.stash = null; // the drawing before a stretch, while the stretched copy is unedited
             this.initSrc = null;
-            this.luts = {heat: heatLut(false), gray: heatLut(true)};
+            this.luts = {heat: overlayLut(false), gray: overlayLut(true)};
             this.pending = []; // pointer samples waiting for the next frame
             this.gesture = null; // {kind: "stroke" | "gradient", pointerId, ...}
             this.pointerInside = false;
+            this.journal = [];
             this.frameRequested = false;
             this.layoutBox = null;
             this.encoded = {doc: null, revision: -1, url: ""}; // the last encoding, of which map and revision
@@ -240,8 +246,8 @@
             addAction("undo", "Undo", "Undo (Ctrl+Z)", () => this.undo());
             addAction("redo", "Redo", "Redo (Ctrl+Shift+Z)", () => this.redo());
             addAction("fill", "Fill", "Fill the whole map with the change amount", () => this.fill());
-            addAction("invert", "Invert", "Invert the map (change <-> keep)", () => this.apply(() => this.doc.invert()));
-            addAction("clear", "Clear", "Clear the map to 0 % (keep everything)", () => this.apply(() => this.doc.clear()));
+            addAction("invert", "Invert", "Invert the map (change <-> keep)", () => this.apply(() => this.doc.invert(), {edit: "invert"}));
+            addAction("clear", "Clear", "Clear the map to 0 % (keep everything)", () => this.apply(() => this.doc.clear(), {edit: "clear"}));
             addAction("load", "Edit uploaded map", "Load the map in the panel's map upload into the editor (stretched to the init image)", () => this.loadUploadedMap());
             addAction("download", "Download PNG", "Save the drawn map as a 16-bit grayscale PNG (usable as the API's \"map\")", () => this.download());
 
@@ -457,7 +463,7 @@
             let k = 0;
             for (let y = cy0; y < cy1; y++) {
                 const row = rows[y] * mapWidth;
-                for (let x = cx0; x < cx1; x++) out[k++] = lut[data[row + columns[x]] >>> 8];
+                for (let x = cx0; x < cx1; x++) out[k++] = lut[(data[row + columns[x]] + 255) >>> 8];
             }
             this.context.putImageData(image, cx0, cy0);
         }
@@ -477,7 +483,7 @@
                 const py = rows[y] + 0.5;
                 for (let x = 0; x < canvasWidth; x++) {
                     const t = M.gradientPosition(g.shape, g.x0, g.y0, g.x1, g.y1, columns[x] + 0.5, py);
-                    out[k++] = lut[Math.round(a + span * t) >>> 8];
+                    out[k++] = lut[(Math.round(a + span * t) + 255) >>> 8];
                 }
             }
             this.context.putImageData(image, 0, 0);
@@ -549,8 +555,9 @@
                     softness: this.settings.softness / 100,
                     flow: this.settings.flow / 100,
                 });
-                this.gesture = {kind: "stroke", pointerId: e.pointerId};
-                this.pending.push({x: p.x, y: p.y, pressure: this.pressureOf(e)});
+                this.gesture = {kind: "stroke", pointerId: e.pointerId, points: [], tool, amount: tool === "eraser" ? 0 : this.settings.amount / 100,
+                    radius: this.settings.size / 2, softness: this.settings.softness / 100, flow: this.settings.flow / 100};
+                this.queuePoint(p.x, p.y, this.pressureOf(e));
             } else {
                 this.gesture = {kind: "gradient", shape: tool, pointerId: e.pointerId, x0: p.x, y0: p.y, x1: p.x, y1: p.y, dirty: true,
                     from: this.settings.gradientFrom / 100, to: this.settings.gradientTo / 100};
@@ -569,12 +576,23 @@
                 const samples = typeof e.getCoalescedEvents === "function" ? e.getCoalescedEvents() : [];
                 for (const s of samples.length ? samples : [e]) {
                     const p = this.toMap(s);
-                    this.pending.push({x: p.x, y: p.y, pressure: this.pressureOf(s)});
+                    this.queuePoint(p.x, p.y, this.pressureOf(s));
                 }
             } else {
                 this.moveGradientEnd(e);
             }
             this.requestFrame();
+        }
+
+        queuePoint(x, y, pressure) {
+            const point = {x, y, pressure};
+            this.pending.push(point);
+            if (this.gesture.points.length < 4096) this.gesture.points.push([x, y, pressure]);
+        }
+
+        log(entry) {
+            this.journal.push(entry);
+            if (this.journal.length > MAX_JOURNAL) this.journal.shift();
         }
 
         moveGradientEnd(e) {
@@ -611,11 +629,15 @@
                 this.pending.length = 0;
                 rect = math().unionRect(rect, cancelled ? this.doc.cancelStroke() : this.doc.endStroke());
                 this.renderMapRect(rect);
-                if (!cancelled && rect) this.edited();
+                if (!cancelled && rect) {
+                    this.log({edit: g.tool, amount: g.amount, radius: g.radius, softness: g.softness, flow: g.flow, points: g.points});
+                    this.edited();
+                }
             } else if (cancelled || Math.hypot(g.x1 - g.x0, g.y1 - g.y0) < 1) {
                 this.renderAll(); // a click without a drag draws nothing
             } else {
                 this.doc.gradient(g.shape, g.x0, g.y0, g.x1, g.y1, g.from, g.to);
+                this.log({edit: g.shape, x0: g.x0, y0: g.y0, x1: g.x1, y1: g.y1, from: g.from, to: g.to});
                 this.renderAll();
                 this.edited();
             }
@@ -690,9 +712,10 @@
         }
 
         /** Run a whole-map edit (fill, invert, clear...) and show it. */
-        apply(edit) {
+        apply(edit, entry) {
             this.finishGesture(false);
             const rect = edit();
+            if (rect && entry) this.log(entry);
             if (rect) {
                 this.renderMapRect(rect);
                 this.edited();
@@ -701,13 +724,14 @@
         }
 
         fill() {
-            return this.apply(() => this.doc.fill(this.settings.amount / 100));
+            return this.apply(() => this.doc.fill(this.settings.amount / 100), {edit: "fill", amount: this.settings.amount / 100});
         }
 
         undo() {
             this.finishGesture(false);
             const rect = this.doc.undo();
             if (rect) {
+                this.log({edit: "undo"});
                 this.renderMapRect(rect);
                 this.changed();
             }
@@ -717,6 +741,7 @@
             this.finishGesture(false);
             const rect = this.doc.redo();
             if (rect) {
+                this.log({edit: "redo"});
                 this.renderMapRect(rect);
                 this.changed();
             }
@@ -740,7 +765,7 @@
             context.drawImage(img, 0, 0);
             const M = math();
             const gray = M.grayFromRGBA(context.getImageData(0, 0, canvas.width, canvas.height).data, canvas.width, canvas.height);
-            this.apply(() => this.doc.load(M.resampleGray(gray, canvas.width, canvas.height, this.doc.width, this.doc.height)));
+            this.apply(() => this.doc.load(M.resampleGray(gray, canvas.width, canvas.height, this.doc.width, this.doc.height)), {edit: "load", width: canvas.width, height: canvas.height});
             const stretched = canvas.width !== this.doc.width || canvas.height !== this.doc.height;
             this.setNote(`Loaded the uploaded map (${canvas.width}×${canvas.height}${stretched ? `, stretched to ${this.doc.width}×${this.doc.height}` : ""}; the browser reads it at 8 bits).`);
             return true;
