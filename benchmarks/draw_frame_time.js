@@ -17,10 +17,9 @@
 
 const fs = require('fs');
 const os = require('os');
-const path = require('path');
 const { execFileSync } = require('child_process');
 
-const ROOT = path.resolve(__dirname, '..');
+const { openStandInPage, playwrightCore } = require('../tests/browser/stand_in_page.js');
 const args = process.argv.slice(2);
 const option = (name, fallback) => {
   const i = args.indexOf(`--${name}`);
@@ -41,63 +40,17 @@ function findChromium() {
   throw new Error('chromium not found (bash tests/browser/install.sh, or --chromium PATH)');
 }
 
-function playwright() {
-  const local = path.join(ROOT, 'tests', 'browser', 'node_modules', 'playwright-core');
-  return require(process.env.PLAYWRIGHT_CORE_DIR || (fs.existsSync(local) ? local : 'playwright-core'));
-}
-
-// The page pieces the editor uses, named as in the WebUI (gradio 3.41) page.
-const PAGE = `<!doctype html><html><head><meta charset="utf-8"><style>body{font-family:sans-serif;width:700px}</style></head><body>
-<div id="mode_img2img"><div id="img2img_image"><img id="init" alt=""></div></div>
-<div id="img2img_width"><input type="number" value="512"></div><div id="img2img_height"><input type="number" value="512"></div>
-<div id="differential_diffusion_source"><label><input type="radio" name="s" value="map">map</label><label><input type="radio" name="s" value="draw" checked>draw</label></div>
-<div id="differential_diffusion_draw_editor" style="width:640px"></div>
-<div id="differential_diffusion_drawn_map" style="display:none"><textarea></textarea></div>
-<button id="img2img_generate">Generate</button>
-<script>
-  var uiLoaded = [];
-  function onUiLoaded(callback) { uiLoaded.push(callback); }
-  function gradioApp() { return document; }
-  function updateInput(target) { target.dispatchEvent(new Event('input', {bubbles: true})); }
-  // What gradio would send: the textbox's value when Generate's own handler runs.
-  window.generated = [];
-  document.getElementById('img2img_generate').addEventListener('click', function() {
-    window.generated.push({at: performance.now(), value: document.querySelector('#differential_diffusion_drawn_map textarea').value});
-  });
-</script></body></html>`;
-
 async function main() {
-  const pw = playwright();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dd-draw-bench-'));
-  fs.writeFileSync(path.join(dir, 'page.html'), PAGE);
-  const browser = await pw.chromium.launch({ executablePath: findChromium(), args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+  const browser = await playwrightCore().chromium.launch({ executablePath: findChromium(), args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
   const result = { size: SIZE, ops: OPS, cpus: os.cpus().length };
+  let dir = null;
   try {
-    const page = await browser.newPage({ viewport: { width: 800, height: 900 } });
+    const opened = await openStandInPage(browser, { size: SIZE });
+    const page = opened.page;
+    dir = opened.dir;
     const errors = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-    await page.goto('file://' + path.join(dir, 'page.html'));
-    // The init image: a 2048^2 picture made in the page.
-    await page.evaluate(async (size) => {
-      const c = document.createElement('canvas');
-      c.width = c.height = size;
-      const g = c.getContext('2d');
-      const gradient = g.createLinearGradient(0, 0, size, size);
-      gradient.addColorStop(0, '#345');
-      gradient.addColorStop(1, '#c96');
-      g.fillStyle = gradient;
-      g.fillRect(0, 0, size, size);
-      const img = document.getElementById('init');
-      img.src = c.toDataURL('image/jpeg', 0.8);
-      await img.decode();
-    }, SIZE);
-    // The WebUI loads extension scripts in file-name order.
-    await page.addScriptTag({ path: path.join(ROOT, 'javascript', 'differential_diffusion_draw.js') });
-    await page.addScriptTag({ path: path.join(ROOT, 'javascript', 'differential_diffusion_draw_math.js') });
-    await page.addStyleTag({ path: path.join(ROOT, 'style.css') });
-    await page.evaluate(() => uiLoaded.forEach((f) => f()));
-    await page.waitForFunction(() => window.DifferentialDiffusionDraw.editor && window.DifferentialDiffusionDraw.editor.layoutBox);
 
     const run = await page.evaluate(async ([ops, encodeDelay]) => {
       const editor = window.DifferentialDiffusionDraw.editor;
@@ -197,7 +150,7 @@ async function main() {
     result.ok = errors.length === 0 && run.generateAfterStrokeSentCurrentMap && run.generateAfterPauseSentCurrentMap;
   } finally {
     await browser.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
   }
   process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(result.ok ? 0 : 1);

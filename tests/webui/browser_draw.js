@@ -3,7 +3,8 @@
 // WebUI page, with the mouse and keyboard:
 //   img2img tab: upload an init image -> open the panel -> map source "draw" -> the editor shows
 //   the init image at its size -> radial gradient (drag) -> brush stroke -> brush stroke -> "]"
-//   -> Ctrl+Z, Ctrl+Shift+Z, Ctrl+Z (the second stroke is undone) -> raw gray overlay on and off -> Generate. Then the test
+//   -> Ctrl+Z, Ctrl+Shift+Z, Ctrl+Z (the second stroke is undone) -> raw gray overlay on and off -> Preview
+//   -> Generate. Then the test
 //   route's last run (the map the server received) and the result file are saved.
 //   Inpaint tab: upload an init image of another size (the drawing is stretched, with a note) ->
 //   draw a mask stroke on the page's own inpaint canvas, press "]" and Ctrl+Z over it (the
@@ -242,6 +243,14 @@ async function main() {
     await page.locator(`#${P}_draw_editor input[data-setting="rawGray"]`).uncheck();
     await shot(page, 'editor', `#${P}_draw_editor .dd-draw`);
     step(`undo/redo/undo: ${JSON.stringify([result.snapshots.undo1.undo, result.snapshots.redo.undo, drawn.undo])}`);
+
+    // The panel's Preview works on the drawn map.
+    await page.locator(`#${P}_preview_button`).click();
+    await page.waitForFunction((sel) => { const e = document.querySelector(sel); return e && e.complete && e.naturalWidth > 0; },
+      `#${P}_preview img`, { timeout }).catch(() => {});
+    result.preview = await page.locator(`#${P}_preview img`).evaluateAll((els) => els.map((e) => ({ w: e.naturalWidth, h: e.naturalHeight })));
+    result.previewError = ((await page.locator(`#${P}_preview_error`).innerText().catch(() => '')) || '').trim();
+    step(`preview ${JSON.stringify(result.preview)} ${result.previewError}`);
 
     // Generate, then what the server received and the result.
     const genTimeout = cfg.generateTimeoutMs || 240000;

@@ -10,9 +10,10 @@ Checked here:
   test route's ``received_map``, 16 bits) equals the editor's map within one gray level;
 * the output follows it: where the map is 0 (the surround, the undone stroke) the result is the
   init image exactly (Preserve on), where it is 60 % or more it changed;
-* keys, undo depth, the overlay's colours, the infotext; the inpaint tab: an init image of another size stretches the
-  drawing (with a note), the page's own inpaint brush still paints its mask and its keys are
-  not the editor's, and back in the img2img tab the drawing is exactly as it was.
+* keys, undo depth, the overlay's colours, the Preview, the infotext;
+* the inpaint tab: an init image of another size stretches the drawing (with a note), the
+  page's own inpaint brush still paints its mask and its keys are not the editor's, and back in
+  the img2img tab the drawing is exactly as it was.
 
 With DD_UPDATE_DOCS=1 (tools/update_docs_pictures.py) the steps make docs/draw.png.
 Tools as for test_browser.py (node, Debian chromium, npm playwright-core; missing -> skip).
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from webui.host import ARTIFACTS, MEASUREMENTS, NAN_SAMPLES_WARNING, PROJECT_ROOT, SCRIPT_TITLE, make_init_image
 from webui.test_browser import _mentions_extension, browser_tools, run_browser_script  # noqa: F401  (fixture)
@@ -84,10 +85,14 @@ def _strip(shots: dict, captions: list, result_image: Path, target: Path) -> Non
     gap, caption_height = 8, 22
     strip = Image.new("RGB", (sum(t.width for t, _ in scaled) + gap * (len(scaled) + 1), height + caption_height + gap * 2), (250, 250, 250))
     draw = ImageDraw.Draw(strip)
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1: the small bitmap font
+        font = ImageFont.load_default()
     left = gap
     for tile, caption in scaled:
         strip.paste(tile, (left, gap + caption_height))
-        draw.text((left, gap + 4), caption, fill=(20, 20, 20))
+        draw.text((left, gap + 2), caption, fill=(20, 20, 20), font=font)
         left += tile.width + gap
     target.parent.mkdir(parents=True, exist_ok=True)
     strip.save(target, optimize=True)
@@ -95,9 +100,10 @@ def _strip(shots: dict, captions: list, result_image: Path, target: Path) -> Non
 
 def test_draw_map_in_browser(browser_tools, ui_server, tmp_path):  # noqa: F811
     init_path, inpaint_path = tmp_path / "init.png", tmp_path / "inpaint.png"
-    init = make_init_image(SIZE, SIZE)
+    # Gray pictures: the heat colours of the overlay read better over them (docs/draw.png).
+    init = make_init_image(SIZE, SIZE).convert("L").convert("RGB")
     init.save(init_path)
-    make_init_image(*INPAINT_SIZE).save(inpaint_path)
+    make_init_image(*INPAINT_SIZE).convert("L").convert("RGB").save(inpaint_path)
     res, stderr = run_browser_script(
         browser_tools, DRAW_JS, ui_server, tmp_path, timeout_s=780,
         initImage=str(init_path), inpaintImage=str(inpaint_path), inpaintSize=list(INPAINT_SIZE),
@@ -152,6 +158,10 @@ def test_draw_map_in_browser(browser_tools, ui_server, tmp_path):  # noqa: F811
     received = np.asarray(received_image).astype(np.int64)
     assert np.abs(received - drawn).max() <= 257, f"the server's map differs from the drawing by up to {np.abs(received - drawn).max()} / 65535"
     gray_levels_off = int(np.abs(received - drawn).max())
+
+    # The Preview shows the drawn map.
+    assert not res.get("previewError"), f"the preview reported: {res['previewError']}"
+    assert res.get("preview") and res["preview"][0]["w"] > 0, f"no preview of the drawn map: {res.get('preview')}"
 
     # (b) The output: 0 stays the input exactly, 60 % and up changed.
     info = res.get("generationInfo") or ""
