@@ -246,6 +246,22 @@
             this.stroke = null;
             this.revision = 0;
             this.tilesX = Math.ceil(width / TILE);
+            // Whole-map buffers of dropped undo steps, reused by the next whole-map edit: fewer
+            // large allocations, fewer long garbage-collection pauses.
+            this.spareBuffers = [];
+        }
+
+        _wholeMapBuffer() {
+            return this.spareBuffers.pop() || new Uint16Array(this.width * this.height);
+        }
+
+        _recycle(buffer) {
+            if (buffer && this.spareBuffers.length < 2) this.spareBuffers.push(buffer);
+        }
+
+        _release(step) {
+            this.historyBytes -= step.bytes;
+            if (step.kind === "full") this._recycle(step.data);
         }
 
         /** Whether anything was drawn (false for a new map, or after undoing every step of one). */
@@ -404,7 +420,9 @@
             if (this.stroke) this.endStroke();
             const previous = this.data;
             this.data = next;
-            this._push(this._fullStep(previous));
+            const step = this._fullStep(previous);
+            if (step.constant !== undefined) this._recycle(previous);
+            this._push(step);
             return fullRect(this.width, this.height);
         }
 
@@ -416,7 +434,7 @@
 
         /** The whole map set to `amount` (0..1). */
         fill(amount) {
-            return this._replaceAll(new Uint16Array(this.width * this.height).fill(amountToValue(amount)));
+            return this._replaceAll(this._wholeMapBuffer().fill(amountToValue(amount)));
         }
 
         clear() {
@@ -437,7 +455,7 @@
 
         /** Linear ("linear") or radial ("radial") gradient from amount `a` at (x0, y0) to `b` at (x1, y1), over the whole map. */
         gradient(kind, x0, y0, x1, y1, a, b) {
-            const next = new Uint16Array(this.width * this.height);
+            const next = this._wholeMapBuffer(); // every pixel is written
             if (kind === "radial") fillRadialGradient(next, this.width, this.height, x0, y0, x1, y1, a, b);
             else fillLinearGradient(next, this.width, this.height, x0, y0, x1, y1, a, b);
             return this._replaceAll(next);
@@ -446,7 +464,9 @@
         /** Replace the map with `values` (same size), e.g. a loaded map, as one undo step. */
         load(values) {
             if (values.length !== this.width * this.height) throw new RangeError("loaded map does not match the map size");
-            return this._replaceAll(new Uint16Array(values));
+            const next = this._wholeMapBuffer();
+            next.set(values);
+            return this._replaceAll(next);
         }
 
         /** A new document with this map stretched to width x height (no history). */
@@ -464,12 +484,11 @@
         _push(step) {
             this.undoStack.push(step);
             this.historyBytes += step.bytes;
-            for (const dropped of this.redoStack) this.historyBytes -= dropped.bytes;
+            for (const dropped of this.redoStack) this._release(dropped);
             this.redoStack = [];
             this.revision++;
             while (this.undoStack.length > this.maxSteps || (this.historyBytes > this.byteBudget && this.undoStack.length > this.minSteps)) {
-                const oldest = this.undoStack.shift();
-                this.historyBytes -= oldest.bytes;
+                this._release(this.undoStack.shift());
                 this.baseIsBlank = false;
             }
         }
@@ -482,9 +501,10 @@
             }
             if (step.kind === "full") {
                 const current = this.data;
-                this.data = step.constant !== undefined ? new Uint16Array(current.length).fill(step.constant) : step.data;
+                this.data = step.constant !== undefined ? this._wholeMapBuffer().fill(step.constant) : step.data;
                 this.historyBytes -= step.bytes;
                 const swapped = this._fullStep(current);
+                if (swapped.constant !== undefined) this._recycle(current);
                 step.data = swapped.data;
                 step.constant = swapped.constant;
                 step.bytes = swapped.bytes;

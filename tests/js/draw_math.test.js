@@ -335,3 +335,35 @@ test('revision counts changes, so an encoded map can be cached', () => {
   doc.undo();
   assert.ok(doc.revision > r1);
 });
+
+test('reused whole-map buffers never alias a state in the history', () => {
+  const doc = new DrawingDocument(64, 48, { maxSteps: 5, minSteps: 2 });
+  const states = [new Uint16Array(doc.data)];
+  const edit = (i) => {
+    if (i % 3 === 0) doc.fill((i % 10) / 10);
+    else if (i % 3 === 1) doc.gradient('radial', i * 3, 20, i * 3 + 20, 30, 1, i / 20);
+    else dab(doc, i * 4, 24, { amount: 0.5, radius: 9 });
+    states.push(new Uint16Array(doc.data));
+  };
+  for (let i = 0; i < 14; i++) edit(i);
+  for (let k = 1; k <= 5; k++) {
+    doc.undo();
+    assert.deepEqual(doc.data, states[states.length - 1 - k], `undo ${k}`);
+  }
+  assert.equal(doc.canUndo, false);
+  doc.redo();
+  doc.redo();
+  assert.deepEqual(doc.data, states[states.length - 4]);
+  // A new edit drops the redo steps (their buffers go to reuse); the history stays right.
+  const kept = states.slice(0, states.length - 3);
+  doc.gradient('linear', 0, 0, 64, 0, 0, 1);
+  kept.push(new Uint16Array(doc.data));
+  doc.fill(0.3);
+  kept.push(new Uint16Array(doc.data));
+  doc.gradient('radial', 32, 24, 50, 24, 0, 1);
+  kept.push(new Uint16Array(doc.data));
+  for (let k = 1; k <= 4; k++) {
+    doc.undo();
+    assert.deepEqual(doc.data, kept[kept.length - 1 - k], `undo ${k} after new edits`);
+  }
+});
