@@ -1,17 +1,16 @@
 #!/usr/bin/env node
-// The map editor's speed in Chromium, on a stand-in page (no WebUI needed): the editor's two
-// scripts with the few page pieces it talks to (init image, mount point, hidden textbox, map
-// source radio, Generate button). A 2048x2048 init image makes a 2048x2048 map; 200 scripted
-// operations (150 brush/eraser strokes of 24 moves with sizes 16-400 px and 50 linear/radial
-// gradient drags of 12 moves, one move per animation frame, as a 60 Hz pointer) are drawn with
-// pointer events, then Generate is clicked (a) right after a stroke, so the map must be encoded
-// first, and (b) after a pause, when the idle encoding has put it in the textbox.
+// The map editor's speed in Chromium, on a stand-in page (tests/browser/stand_in_page.js; no
+// WebUI needed). A 2048x2048 init image makes a 2048x2048 map; 200 scripted operations (150
+// brush/eraser strokes of 24 moves with sizes 16-400 px and 50 linear/radial gradient drags of
+// 12 moves, one move per animation frame as from a 60 Hz pointer, 0.1 s between operations) are
+// drawn with pointer events; then Generate is clicked (a) right after a stroke, so the map must
+// be encoded first, and (b) after a pause, when the background encoding has put it in place.
 //
-// Prints one JSON line: frame work (ms spent in the editor per animation frame, incl. the
-// commit of a stroke or gradient at pointer-up) p50/p95/max, animation-frame intervals while
-// drawing p50/p95, the encode times and the Generate waits, sizes.
+// Prints one JSON line: the editor's work per animation frame (pointer moves, the commit at
+// pointer-up, the frames computing a released gradient) p50/p95/max, overall and by kind;
+// animation-frame intervals while drawing; the encode times and the Generate waits.
 //
-// usage: node benchmarks/draw_frame_time.js [--size 2048] [--ops 200] [--chromium PATH]
+// usage: node benchmarks/draw_frame_time.js [--size 2048] [--ops 200] [--encode-delay MS] [--chromium PATH]
 // needs: Debian's chromium and npm playwright-core (bash tests/browser/install.sh).
 'use strict';
 
@@ -56,6 +55,7 @@ async function main() {
       const editor = window.DifferentialDiffusionDraw.editor;
       const stage = editor.stage;
       const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+      const PAUSE_FRAMES = 6; // between operations, as a hand moving on: 0.1 s
       const r = stage.getBoundingClientRect();
       let seed = 12345;
       const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
@@ -95,7 +95,7 @@ async function main() {
           await frame();
         }
         send('pointerup', x, y);
-        await frame();
+        for (let k = 0; k < PAUSE_FRAMES; k++) await frame();
       }
       const drawingSeconds = (performance.now() - started) / 1000;
       const report = editor.report();

@@ -28,6 +28,10 @@
     // a 16-bit map beyond this falls back to 8 bits.
     const MAX_16_BIT_DATA_URL = 8 * 1024 * 1024;
     const MAX_FRAME_SAMPLES = 20000;
+    // A released gradient is computed over the next frames, this long per frame at most, in
+    // bands of rows (a 2048² map would otherwise stall one frame for tens of ms).
+    const GRADIENT_FRAME_BUDGET_MS = 6;
+    const GRADIENT_ROWS_PER_STEP = 32;
     const MAX_JOURNAL = 200; // the last edits with their parameters (tests rebuild the map from them)
     const HEAT_STOPS = [[0, [24, 28, 120]], [0.25, [0, 120, 255]], [0.5, [0, 200, 90]], [0.75, [255, 210, 0]], [1, [235, 30, 20]]];
 
@@ -203,6 +207,7 @@
             this.luts = {heat: overlayLut(false), gray: overlayLut(true)};
             this.pending = []; // pointer samples waiting for the next frame
             this.gesture = null; // {kind: "stroke" | "gradient", pointerId, ...}
+            this.pendingGradient = null; // a released gradient being computed: {job, entry}
             this.pointerInside = false;
             this.journal = [];
             this.frameRequested = false;
@@ -393,7 +398,7 @@
         }
 
         resizeTo(width, height) {
-            this.finishGesture(false);
+            this.settle();
             const from = this.doc;
             if (this.stash && this.stash.width === width && this.stash.height === height) {
                 this.doc = this.stash; // back to the size it was drawn at, unedited since: exactly as it was
@@ -509,6 +514,36 @@
                 this.renderGradientPreview(g);
             }
             if (g) this.recordFrame(now, performance.now() - started, g.kind);
+            const pending = this.pendingGradient;
+            if (pending) {
+                const rowsStarted = performance.now();
+                let done = false;
+                do {
+                    done = pending.job.step(GRADIENT_ROWS_PER_STEP);
+                } while (!done && performance.now() - started < GRADIENT_FRAME_BUDGET_MS);
+                if (done) this.commitGradient(true);
+                else this.requestFrame();
+                this.recordFrame(now, performance.now() - rowsStarted, "gradient rows");
+            }
+        }
+
+        /** Apply the released gradient (computing what is left of it: counted as a frame of its own when forced by another action). */
+        commitGradient(inFrame) {
+            const pending = this.pendingGradient;
+            if (!pending) return;
+            const started = performance.now();
+            this.pendingGradient = null;
+            pending.job.commit();
+            this.log(pending.entry);
+            this.renderAll();
+            this.edited();
+            if (!inFrame) this.recordFrame(performance.now(), performance.now() - started, "gradient rows, forced");
+        }
+
+        /** End whatever is in progress (a stroke, a gradient being computed) before another edit or a read of the map. */
+        settle() {
+            this.finishGesture(false);
+            this.commitGradient();
         }
 
         recordFrame(now, workMs, kind) {
@@ -538,6 +573,7 @@
         onPointerDown(e) {
             if (e.button !== 0 || this.gesture) return;
             e.preventDefault();
+            this.commitGradient(); // a gradient still being computed comes first
             this.stage.focus({preventScroll: true});
             this.syncInitImage();
             try {
@@ -636,10 +672,12 @@
             } else if (cancelled || Math.hypot(g.x1 - g.x0, g.y1 - g.y0) < 1) {
                 this.renderAll(); // a click without a drag draws nothing
             } else {
-                this.doc.gradient(g.shape, g.x0, g.y0, g.x1, g.y1, g.from, g.to);
-                this.log({edit: g.shape, x0: g.x0, y0: g.y0, x1: g.x1, y1: g.y1, from: g.from, to: g.to});
-                this.renderAll();
-                this.edited();
+                // The preview on screen already shows it; the map follows over the next frames.
+                this.pendingGradient = {
+                    job: this.doc.gradientJob(g.shape, g.x0, g.y0, g.x1, g.y1, g.from, g.to),
+                    entry: {edit: g.shape, x0: g.x0, y0: g.y0, x1: g.x1, y1: g.y1, from: g.from, to: g.to},
+                };
+                this.requestFrame();
             }
             this.recordFrame(performance.now(), performance.now() - started, `commit ${g.kind}`);
         }
@@ -713,7 +751,7 @@
 
         /** Run a whole-map edit (fill, invert, clear...) and show it. */
         apply(edit, entry) {
-            this.finishGesture(false);
+            this.settle();
             const rect = edit();
             if (rect && entry) this.log(entry);
             if (rect) {
@@ -728,7 +766,7 @@
         }
 
         undo() {
-            this.finishGesture(false);
+            this.settle();
             const rect = this.doc.undo();
             if (rect) {
                 this.log({edit: "undo"});
@@ -738,7 +776,7 @@
         }
 
         redo() {
-            this.finishGesture(false);
+            this.settle();
             const rect = this.doc.redo();
             if (rect) {
                 this.log({edit: "redo"});
@@ -772,6 +810,7 @@
         }
 
         async download() {
+            this.settle();
             const png = await math().encodeGrayPng(this.doc.data, this.doc.width, this.doc.height, {bitDepth: math().canEncode16Bit() ? 16 : 8});
             const url = URL.createObjectURL(new Blob([png], {type: "image/png"}));
             const link = element("a", {href: url, download: "change-map.png"});
@@ -830,7 +869,7 @@
             this.cancelEncoding();
             clearTimeout(this.encodeTimer);
             this.encodeTimer = setTimeout(() => {
-                if (this.gesture) return; // its end calls changed() again
+                if (this.gesture || this.pendingGradient) return; // their end calls changed() again
                 this.encodeCurrent(true).catch((error) => {
                     if (!(error instanceof StaleEncoding)) console.error("Differential Diffusion: encoding the drawn map failed:", error);
                 });
@@ -852,7 +891,7 @@
 
         /** Whether the textbox holds the current map. */
         isSent() {
-            return this.encoded.doc === this.doc && this.encoded.revision === this.doc.revision && !this.gesture && (!this.textbox() || this.textbox().value === this.encoded.url);
+            return this.encoded.doc === this.doc && this.encoded.revision === this.doc.revision && !this.gesture && !this.pendingGradient && (!this.textbox() || this.textbox().value === this.encoded.url);
         }
 
         /** The worker encoder, or null where workers (or CompressionStream) are unavailable or it failed. */
@@ -873,6 +912,7 @@
          * promise of the data URL; it fails with StaleEncoding when the map changes meanwhile.
          */
         encodeCurrent(background) {
+            if (!background) this.settle();
             const doc = this.doc, revision = doc.revision;
             if (this.encoded.doc === doc && this.encoded.revision === revision) {
                 this.writeTextbox(this.encoded.url);
@@ -962,7 +1002,7 @@
             if (this.passGenerateClick) return;
             const button = e.target && e.target.closest ? e.target.closest(`#${IDS.generate}`) : null;
             if (!button || !this.sourceIsDraw()) return;
-            this.finishGesture(false);
+            this.settle();
             this.syncInitImage();
             if (this.isSent()) {
                 this.stats.generateWaits.push(0);

@@ -91,15 +91,17 @@
         return Math.round(va + (vb - va) * gradientPosition(kind, x0, y0, x1, y1, px + 0.5, py + 0.5));
     }
 
-    function fillLinearGradient(data, width, height, x0, y0, x1, y1, a, b) {
+    // Gradients fill rows rowStart..rowEnd of `data` (all rows by default).
+    function fillLinearGradient(data, width, height, x0, y0, x1, y1, a, b, rowStart, rowEnd) {
+        const firstRow = rowStart || 0, lastRow = rowEnd === undefined ? height : rowEnd;
         const va = clamp(a, 0, 1) * MAX_VALUE, vb = clamp(b, 0, 1) * MAX_VALUE, span = vb - va;
         const dx = x1 - x0, dy = y1 - y0, length2 = dx * dx + dy * dy;
         if (length2 === 0) {
-            data.fill(Math.round(vb));
+            data.fill(Math.round(vb), firstRow * width, lastRow * width);
             return;
         }
         const stepX = dx / length2;
-        for (let y = 0; y < height; y++) {
+        for (let y = firstRow; y < lastRow; y++) {
             const rowStart = ((0.5 - x0) * dx + (y + 0.5 - y0) * dy) / length2;
             const base = va + 0.5; // + 0.5, then truncation: rounding (values are >= 0)
             let i = y * width;
@@ -111,16 +113,17 @@
         }
     }
 
-    function fillRadialGradient(data, width, height, x0, y0, x1, y1, a, b) {
+    function fillRadialGradient(data, width, height, x0, y0, x1, y1, a, b, rowStart, rowEnd) {
+        const firstRow = rowStart || 0, lastRow = rowEnd === undefined ? height : rowEnd;
         const va = clamp(a, 0, 1) * MAX_VALUE, vb = clamp(b, 0, 1) * MAX_VALUE, span = vb - va;
         const radius2 = (x1 - x0) * (x1 - x0) + (y1 - y0) * (y1 - y0);
         const outside = Math.round(vb);
         if (radius2 === 0) {
-            data.fill(outside);
+            data.fill(outside, firstRow * width, lastRow * width);
             return;
         }
         const inverseRadius = 1 / Math.sqrt(radius2);
-        for (let y = 0; y < height; y++) {
+        for (let y = firstRow; y < lastRow; y++) {
             const row = y * width;
             const ry = y + 0.5 - y0;
             const reach2 = radius2 - ry * ry;
@@ -455,10 +458,33 @@
 
         /** Linear ("linear") or radial ("radial") gradient from amount `a` at (x0, y0) to `b` at (x1, y1), over the whole map. */
         gradient(kind, x0, y0, x1, y1, a, b) {
+            return this.gradientJob(kind, x0, y0, x1, y1, a, b).commit();
+        }
+
+        /**
+         * The same gradient computed a band of rows at a time, so that a big map does not stall
+         * a frame: `step(rows)` computes the next rows (true once all are done); `commit()`
+         * computes what is left and applies it as one undo step. The map is unchanged until then.
+         */
+        gradientJob(kind, x0, y0, x1, y1, a, b) {
             const next = this._wholeMapBuffer(); // every pixel is written
-            if (kind === "radial") fillRadialGradient(next, this.width, this.height, x0, y0, x1, y1, a, b);
-            else fillLinearGradient(next, this.width, this.height, x0, y0, x1, y1, a, b);
-            return this._replaceAll(next);
+            const fill = kind === "radial" ? fillRadialGradient : fillLinearGradient;
+            let row = 0, committed = false;
+            const job = {
+                step: (rows) => {
+                    const end = Math.min(this.height, row + Math.max(1, rows));
+                    fill(next, this.width, this.height, x0, y0, x1, y1, a, b, row, end);
+                    row = end;
+                    return row >= this.height;
+                },
+                commit: () => {
+                    if (committed) throw new Error("gradient already committed");
+                    committed = true;
+                    if (row < this.height) job.step(this.height - row);
+                    return this._replaceAll(next);
+                },
+            };
+            return job;
         }
 
         /** Replace the map with `values` (same size), e.g. a loaded map, as one undo step. */

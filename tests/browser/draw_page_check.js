@@ -90,6 +90,7 @@ async function toolsAndUndo(browser) {
     t.editor().setTool('linear');
     t.set('gradientFrom', 0); t.set('gradientTo', 100);
     await t.stroke([[20, 100], [70, 115], [120, 130]], { shiftKey: true });
+    await t.sent(); // the released gradient is computed over the next frames
     const entry = t.editor().journal[t.editor().journal.length - 1];
     return { entry, left: t.value(10, 10), right: t.value(290, 190), middle: t.value(72, 5) };
   });

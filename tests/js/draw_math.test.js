@@ -367,3 +367,24 @@ test('reused whole-map buffers never alias a state in the history', () => {
     assert.deepEqual(doc.data, kept[kept.length - 1 - k], `undo ${k} after new edits`);
   }
 });
+
+test('a gradient computed band by band equals the whole one, and the map waits for the commit', () => {
+  for (const kind of ['linear', 'radial']) {
+    const whole = new DrawingDocument(97, 61);
+    whole.gradient(kind, 30, 20, 80, 50, 0.9, 0.1);
+    const banded = new DrawingDocument(97, 61);
+    dab(banded, 10, 10, { amount: 1, radius: 4 });
+    const before = new Uint16Array(banded.data);
+    const job = banded.gradientJob(kind, 30, 20, 80, 50, 0.9, 0.1);
+    let steps = 0;
+    while (!job.step(7)) steps++;
+    assert.equal(steps, 8, '61 rows in bands of 7');
+    assert.deepEqual(banded.data, before, 'the map is unchanged before the commit');
+    assert.equal(banded.undoStack.length, 1, 'the gradient is no undo step before its commit');
+    assert.deepEqual(job.commit(), { x0: 0, y0: 0, x1: 97, y1: 61 });
+    assert.deepEqual(banded.data, whole.data, kind);
+    assert.throws(() => job.commit(), /already committed/);
+    banded.undo();
+    assert.deepEqual(banded.data, before);
+  }
+});
