@@ -208,7 +208,8 @@
             this.pending = []; // pointer samples waiting for the next frame
             this.gesture = null; // {kind: "stroke" | "gradient", pointerId, ...}
             this.pendingGradient = null; // a released gradient being computed: {job, entry}
-            this.pointerInside = false;
+            this.pointerOverEditor = false;
+            this.lastPointerTarget = null;
             this.journal = [];
             this.frameRequested = false;
             this.layoutBox = null;
@@ -316,12 +317,8 @@
             this.stage.addEventListener("pointermove", (e) => this.onPointerMove(e));
             this.stage.addEventListener("pointerup", (e) => this.onPointerUp(e, false));
             this.stage.addEventListener("pointercancel", (e) => this.onPointerUp(e, true));
-            this.stage.addEventListener("pointerenter", () => {
-                this.pointerInside = true;
-                this.syncInitImage();
-            });
+            this.stage.addEventListener("pointerenter", () => this.syncInitImage());
             this.stage.addEventListener("pointerleave", () => {
-                this.pointerInside = false;
                 this.cursor.style.display = "none";
             });
             this.stage.addEventListener("contextmenu", (e) => e.preventDefault());
@@ -337,6 +334,9 @@
             // Keys only while the pointer is over the editor or the focus is in it: the page's own
             // canvas tools (zoom and pan, inpaint brush) keep theirs everywhere else.
             window.addEventListener("keydown", (e) => this.onKeyDown(e), true);
+            document.addEventListener("pointerover", (e) => {
+                this.lastPointerTarget = e.target;
+            }, true);
             // Generate waits for the drawn map only when the encoded one is stale.
             window.addEventListener("click", (e) => this.onGenerateClick(e), true);
             if (typeof ResizeObserver === "function") {
@@ -344,7 +344,9 @@
             }
             // A new init image (upload, paste, drop, "send to img2img") or another sub-tab.
             const area = byId("mode_img2img") || byId("tab_img2img") || root();
-            const observer = new MutationObserver(() => this.scheduleInitSync());
+            const observer = new MutationObserver((mutations) => {
+                if (mutations.some((m) => !this.element.contains(m.target))) this.scheduleInitSync(); // not our own redraws
+            });
             observer.observe(area instanceof Document ? document.body : area, {subtree: true, childList: true, attributes: true, attributeFilter: ["src", "class", "style"]});
             // Sub-tab buttons change which init image shows.
             area.addEventListener && area.addEventListener("click", () => this.scheduleInitSync(), true);
@@ -585,14 +587,14 @@
             const p = this.toMap(e);
             const tool = this.settings.tool;
             if (tool === "brush" || tool === "eraser") {
-                this.doc.beginStroke({
+                const params = {
                     amount: tool === "eraser" ? 0 : this.settings.amount / 100,
                     radius: this.settings.size / 2,
                     softness: this.settings.softness / 100,
                     flow: this.settings.flow / 100,
-                });
-                this.gesture = {kind: "stroke", pointerId: e.pointerId, points: [], tool, amount: tool === "eraser" ? 0 : this.settings.amount / 100,
-                    radius: this.settings.size / 2, softness: this.settings.softness / 100, flow: this.settings.flow / 100};
+                };
+                this.doc.beginStroke(params);
+                this.gesture = Object.assign({kind: "stroke", pointerId: e.pointerId, points: [], tool}, params);
                 this.queuePoint(p.x, p.y, this.pressureOf(e));
             } else {
                 this.gesture = {kind: "gradient", shape: tool, pointerId: e.pointerId, x0: p.x, y0: p.y, x1: p.x, y1: p.y, dirty: true,
@@ -710,13 +712,23 @@
         // ------------------------------------------------------------ keys
 
         keysAreOurs(e) {
-            const focus = document.activeElement;
-            const focusInside = focus && this.element.contains(focus);
-            if (!this.pointerOverEditor && !focusInside) return false;
             // Typing in a text field keeps its own keys.
             const target = e.target;
             if (target && (target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && !["range", "checkbox", "button"].includes(target.type)))) return false;
-            return isShown(this.stage);
+            if (!isShown(this.stage)) return false;
+            if (this.pointerOverEditor) return true;
+            // Focus in the editor counts unless the pointer is over the page's own image tools
+            // (clicking their canvases leaves the focus here; their keys are theirs).
+            const focus = document.activeElement;
+            return Boolean(focus && this.element.contains(focus)) && !this.pointerOverPageCanvas();
+        }
+
+        pointerOverPageCanvas() {
+            const target = this.lastPointerTarget;
+            return Boolean(target && INIT_IMAGE_FIELDS.some((id) => {
+                const field = byId(id);
+                return field && field.contains(target);
+            }));
         }
 
         onKeyDown(e) {

@@ -7,8 +7,9 @@
 //   -> Generate. Then the test
 //   route's last run (the map the server received) and the result file are saved.
 //   Inpaint tab: upload an init image of another size (the drawing is stretched, with a note) ->
-//   draw a mask stroke on the page's own inpaint canvas, press "]" and Ctrl+Z over it (the
-//   editor must not react) -> back to the img2img tab (the drawing is as it was).
+//   draw a mask stroke on the page's own inpaint canvas, focus the editor, press "]", Ctrl+Z and
+//   "r" over that canvas (the editor must not react) -> back to the img2img tab (the drawing is
+//   as it was).
 // The editor's map (values and journal of edits) is read at each step. Screenshots of the
 // stage after each step and of the whole editor go to outDir. Prints one JSON object.
 // Used by tests/webui/test_browser_draw.py.
@@ -57,7 +58,7 @@ function editorState(page, withValues) {
     return {
       width: editor.doc.width, height: editor.doc.height, undo: editor.doc.undoStack.length, redo: editor.doc.redoStack.length,
       hasDrawing: editor.doc.hasDrawing, note: editor.note.textContent, status: editor.status.textContent,
-      brushSize: editor.settings.size, edits: editor.journal.map((entry) => entry.edit), values: values ? Array.from(editor.doc.data) : undefined,
+      brushSize: editor.settings.size, tool: editor.settings.tool, edits: editor.journal.map((entry) => entry.edit), values: values ? Array.from(editor.doc.data) : undefined,
     };
   }, withValues);
 }
@@ -124,9 +125,19 @@ async function inpaintPhase(page) {
   await page.mouse.down();
   await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.6, { steps: 12 });
   await page.mouse.up();
-  const sizeBefore = (await editorState(page, false)).brushSize;
+  // The editor may keep the focus (clicking the page's canvas does not take it); keys over the
+  // page's canvas stay the page's all the same.
+  const stateBefore = await editorState(page, false);
+  const sizeBefore = stateBefore.brushSize;
+  const focusInEditor = await page.evaluate(() => {
+    const editor = window.DifferentialDiffusionDraw.editor;
+    editor.stage.focus({ preventScroll: true });
+    return editor.element.contains(document.activeElement);
+  });
+  await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.5, { steps: 3 });
   await page.keyboard.press(']');
   await page.keyboard.press('Control+z');
+  await page.keyboard.press('r');
   await page.waitForTimeout(500);
   inpaint.maskPixels = await page.evaluate(() => {
     const mask = document.querySelector('#img2maskimg canvas[key="mask"]');
@@ -136,7 +147,10 @@ async function inpaintPhase(page) {
     return { painted, total: mask.width * mask.height };
   });
   const afterKeys = await editorState(page, false);
-  inpaint.editorAfterKeys = { brushSizeBefore: sizeBefore, brushSize: afterKeys.brushSize, undo: afterKeys.undo, undoBefore: stretched.undo };
+  inpaint.editorAfterKeys = {
+    focusInEditor, brushSizeBefore: sizeBefore, brushSize: afterKeys.brushSize, undo: afterKeys.undo, undoBefore: stretched.undo,
+    toolBefore: stateBefore.tool, tool: afterKeys.tool,
+  };
   step(`inpaint mask stroke: ${JSON.stringify(inpaint.maskPixels)}; editor after "]"/Ctrl+Z over it: ${JSON.stringify(inpaint.editorAfterKeys)}`);
   await shot(page, 'inpaint_canvas', '#img2maskimg');
 

@@ -12,8 +12,8 @@ Checked here:
   init image exactly (Preserve on), where it is 60 % or more it changed;
 * keys, undo depth, the overlay's colours, the Preview, the infotext;
 * the inpaint tab: an init image of another size stretches the drawing (with a note), the
-  page's own inpaint brush still paints its mask and its keys are not the editor's, and back in
-  the img2img tab the drawing is exactly as it was.
+  page's own inpaint brush still paints its mask, keys over it are not the editor's even with
+  the focus in the editor, and back in the img2img tab the drawing is exactly as it was.
 
 With DD_UPDATE_DOCS=1 (tools/update_docs_pictures.py) the steps make docs/draw.png.
 Tools as for test_browser.py (node, Debian chromium, npm playwright-core; missing -> skip).
@@ -184,8 +184,9 @@ def test_draw_map_in_browser(browser_tools, ui_server, tmp_path):  # noqa: F811
     assert "stretched" in stretched["note"], stretched["note"]
     assert inpaint["maskPixels"]["painted"] > 100, f"the inpaint brush painted no mask after using the editor: {inpaint['maskPixels']}"
     keys_there = inpaint["editorAfterKeys"]
-    assert keys_there["brushSize"] == keys_there["brushSizeBefore"] and keys_there["undo"] == keys_there["undoBefore"], \
-        f"keys over the inpaint canvas reached the editor: {keys_there}"
+    assert keys_there["focusInEditor"], keys_there
+    assert (keys_there["brushSize"], keys_there["undo"], keys_there["tool"]) == (keys_there["brushSizeBefore"], keys_there["undoBefore"], keys_there["toolBefore"]), \
+        f"keys over the inpaint canvas reached the editor (which had the focus): {keys_there}"
     assert (inpaint["mapBack"]["width"], inpaint["mapBack"]["height"]) == (SIZE, SIZE) and inpaint["backEqual"] is True, inpaint["mapBack"]
 
     assert not res.get("pageErrors"), f"page errors: {res['pageErrors']}"
