@@ -340,7 +340,11 @@
             // Generate waits for the drawn map only when the encoded one is stale.
             window.addEventListener("click", (e) => this.onGenerateClick(e), true);
             if (typeof ResizeObserver === "function") {
-                new ResizeObserver(() => this.layout()).observe(this.mount);
+                // Also when the editor shows (map source "draw" chosen): it follows the init image only while shown.
+                new ResizeObserver(() => {
+                    this.syncInitImage();
+                    this.layout();
+                }).observe(this.mount);
             }
             // A new init image (upload, paste, drop, "send to img2img") or another sub-tab.
             const area = byId("mode_img2img") || byId("tab_img2img") || root();
@@ -384,6 +388,8 @@
         }
 
         syncInitImage() {
+            // Hidden, it keeps what it has (no map allocated for every uploaded image); it catches up when shown.
+            if (!isShown(this.stage)) return;
             const current = this.currentInitImage();
             if (!current) return; // another tab or the batch tab: nothing to go by
             const img = current.img;
