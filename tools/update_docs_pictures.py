@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Regenerate the README's pictures (docs/*.png) from a real AUTOMATIC1111 WebUI host.
 
-Every picture in docs/ is a screenshot taken by the real-host browser test
-tests/webui/test_browser_panel.py: it starts the WebUI (with this checkout installed as
-an extension), drives the img2img tab in headless Chromium and, with DD_UPDATE_DOCS=1,
-writes what it saw to
+Every picture in docs/ is a screenshot taken by the real-host browser tests
+tests/webui/test_browser_panel.py and tests/webui/test_browser_draw.py: they start the WebUI
+(with this checkout installed as an extension), drive the img2img tab in headless Chromium
+and, with DD_UPDATE_DOCS=1, write what they saw to
 
     docs/panel.png    the panel with a radial change map and its preview
     docs/result.png   the result of that map in the gallery, with its infotext
     docs/preview.png  the preview of a 4-band strength fan (map over image, then the
                       regions released step by step)
     docs/fan.png      the fan's labelled copy in the gallery (seams, "#1".."#4" and strengths)
+    docs/draw.png     the map editor step by step (radial gradient, two brush strokes, undo,
+                      the raw gray map) and the result
 
-This script runs exactly that test with DD_UPDATE_DOCS=1 and then lists which pictures
+This script runs exactly those tests with DD_UPDATE_DOCS=1 and then lists which pictures
 changed (size and sha256 before and after). The test's own assertions still apply: a
 failing run updates nothing. It also refuses (fails) when the server start decoded NaN
 samples (black images, seen as numpy's "invalid value encountered in cast" in the server
@@ -43,8 +45,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCS = PROJECT_ROOT / "docs"
-TEST = "tests/webui/test_browser_panel.py"
-EXPECTED = ("panel.png", "result.png", "preview.png", "fan.png")
+TESTS = ("tests/webui/test_browser_panel.py", "tests/webui/test_browser_draw.py")
+EXPECTED = ("panel.png", "result.png", "preview.png", "fan.png", "draw.png")
 
 
 def snapshot() -> dict[str, tuple[int, str]]:
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "SD_WEBUI_ROOT": str(root_path), "DD_UPDATE_DOCS": "1"}
     with tempfile.TemporaryDirectory(prefix="dd-docs-") as tmp:
         junit = Path(tmp) / "junit.xml"
-        command = [args.python, "-m", "pytest", TEST, "-m", "webui", "-ra", "-s", f"--junitxml={junit}", *args.pytest_args]
+        command = [args.python, "-m", "pytest", *TESTS, "-m", "webui", "-ra", "-s", f"--junitxml={junit}", *args.pytest_args]
         print("$ DD_UPDATE_DOCS=1 SD_WEBUI_ROOT=" + str(root_path) + " " + " ".join(command), flush=True)
         started = time.monotonic()
         rc = subprocess.call(command, cwd=str(PROJECT_ROOT), env=env)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         return rc
     if not passed:
-        print("update_docs_pictures: the browser test did not pass (skipped?), so the pictures were not regenerated.", file=sys.stderr)
+        print("update_docs_pictures: a browser test did not pass (skipped?), so its pictures were not regenerated.", file=sys.stderr)
         return 1
     return 0
 

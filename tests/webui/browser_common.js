@@ -52,17 +52,18 @@ async function launchLoopbackOnly(pw, cfg, result, { viewport, timeout }) {
 }
 
 // Runs main(), then prints result as one JSON line and exits: 0 ok, 2 failed, 3 overall timeout.
+// The exit waits for the write: node writes to a pipe asynchronously, and exiting at once cut
+// a large result short (seen at 128 KiB).
 function runAndReport(main, result, totalTimeoutMs, name) {
+  const report = (code) => process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(code));
   const killer = setTimeout(() => {
     result.error = result.error || `${name} overall timeout`;
-    process.stdout.write(JSON.stringify(result) + '\n');
-    process.exit(3);
+    report(3);
   }, totalTimeoutMs);
   main().catch((e) => { result.error = String(e && (e.stack || e.message) || e); })
     .finally(() => {
       clearTimeout(killer);
-      process.stdout.write(JSON.stringify(result) + '\n');
-      process.exit(result.ok ? 0 : 2);
+      report(result.ok ? 0 : 2);
     });
 }
 
