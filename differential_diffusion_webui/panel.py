@@ -103,7 +103,9 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
             sliders = {name: _slider(name, defaults) for name in ("gamma", "blur", "low", "high")}
         with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_draw_group") as draw_group:
             gr.HTML(elem_id=f"{ELEM_PREFIX}_draw_editor")  # the drawing editor (javascript/) mounts here
-        drawn_map = gr.Textbox(visible=False, elem_id=SETTINGS_BY_NAME["drawn_map"].elem_id)
+        # Rendered but hidden by style.css: gradio 4 leaves invisible components out of the page,
+        # and the editor's script writes the drawing into this textarea.
+        drawn_map = gr.Textbox(elem_id=SETTINGS_BY_NAME["drawn_map"].elem_id, elem_classes=[f"{ELEM_PREFIX}-hidden"], show_label=False)
         with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_fan_group") as fan_group:
             gr.Markdown(
                 "**Strength fan**: the map is drawn for you, in regions from strength at black (region #1) "

@@ -1220,7 +1220,8 @@ def test_fan_and_draw_controls_show_for_their_source_only(host):
     fan_group, draw_group = _block(host, "differential_diffusion_fan_group"), _block(host, "differential_diffusion_draw_group")
     assert fan_group.visible is False and draw_group.visible is False
     assert any(block.elem_id == "differential_diffusion_draw_editor" for block in draw_group.children)
-    assert host.components["drawn_map"].visible is False  # in the page for the editor's script, never shown
+    drawn_map = host.components["drawn_map"]
+    assert drawn_map.visible is True and "differential_diffusion-hidden" in drawn_map.elem_classes  # in the page (gradio 4 too), hidden by CSS
     source = host.components["source"]
     (event, handler), = [(event, handler) for event, handler in source.events if handler["outputs"] == [fan_group, draw_group]]
     assert event == "change" and handler["inputs"] == [source]
