@@ -55,7 +55,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 steadies numbers on a busy machine")
     args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     driver, scripts, script, controls = load(args.root.resolve())
     from lib_differential_diffusion import blend
 
@@ -79,7 +84,7 @@ def main() -> None:
     order = [component.value for component in controls]
     enabled_index = 0  # the panel's switch comes first, the map upload after it
     map_index = next(i for i, component in enumerate(controls) if (component.elem_id or "").endswith("_map"))
-    print(f"project: {args.root.resolve()}  (Euler, 10 steps, strength 0.75, map with a black quarter; medians of {args.repeats})")
+    print(f"project: {args.root.resolve()}  (Euler, 10 steps, strength 0.75, map with a black quarter; medians of {args.repeats}; torch threads {torch.get_num_threads()})")
     for size in (512, 1024, 2048):
         x = np.linspace(0.0, 1.0, size, dtype=np.float32)
         change = np.tile(x, (size, 1))

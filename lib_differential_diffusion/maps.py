@@ -430,16 +430,19 @@ def align_map(map_hw: np.ndarray, geometry: Geometry) -> np.ndarray:
     x1, y1, x2, y2 = geometry.crop_region or (0, 0, init_w, init_h)
     box = (x1 * map_w / init_w, y1 * map_h / init_h, x2 * map_w / init_w, y2 * map_h / init_h)
     mode = 2 if geometry.crop_region else geometry.image_resize_mode
-    result = _resize_image(mode, Image.fromarray(map_hw, "F"), box, (x2 - x1, y2 - y1), geometry.width, geometry.height)
+    result = _resize_image(mode, map_hw, box, (x2 - x1, y2 - y1), geometry.width, geometry.height)
+    if np.may_share_memory(result, map_hw):  # a plain slice: decoded values, already in [0, 1]
+        return np.array(result, dtype=np.float32, order="C")
     return _finish(np.array(result, dtype=np.float32, order="C"))  # a fresh copy
 
 
-def _resample(image: Image.Image, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
-    """``box`` (PIL's convention) of a float image resized to width x height: per axis,
-    BOX when it shrinks, BILINEAR when it grows; a plain copy at the same size."""
+def _resample(map_hw: np.ndarray, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
+    """``box`` (PIL's convention) of a map resized to width x height: per axis, BOX when it
+    shrinks, BILINEAR when it grows (PIL, on a float image); a plain slice at the same size."""
     x0, y0, x1, y1 = box
     if (x1 - x0, y1 - y0) == (width, height) and float(x0).is_integer() and float(y0).is_integer():
-        return np.asarray(image.crop((int(x0), int(y0), int(x0) + width, int(y0) + height)))
+        return map_hw[int(y0) : int(y0) + height, int(x0) : int(x0) + width]
+    image = Image.fromarray(map_hw, "F")
     horizontal = Image.BOX if x1 - x0 > width else Image.BILINEAR
     vertical = Image.BOX if y1 - y0 > height else Image.BILINEAR
     if horizontal == vertical:
@@ -449,11 +452,11 @@ def _resample(image: Image.Image, box: tuple[float, float, float, float], width:
     return np.asarray(rows.resize((width, height), vertical, box=(0, y0, width, y1)))
 
 
-def _resize_image(mode: int, image: Image.Image, box: tuple[float, float, float, float], image_size: tuple[int, int], width: int, height: int) -> np.ndarray:
+def _resize_image(mode: int, map_hw: np.ndarray, box: tuple[float, float, float, float], image_size: tuple[int, int], width: int, height: int) -> np.ndarray:
     """``modules/images.py: resize_image`` for the image of ``image_size`` whose
-    pixels are ``box`` of ``image``; the host's integer arithmetic."""
+    pixels are ``box`` of ``map_hw``; the host's integer arithmetic."""
     if mode == 0:
-        return _resample(image, box, width, height)
+        return _resample(map_hw, box, width, height)
     im_w, im_h = image_size
     ratio = width / height
     src_ratio = im_w / im_h
@@ -463,7 +466,7 @@ def _resize_image(mode: int, image: Image.Image, box: tuple[float, float, float,
     else:
         src_w = width if ratio < src_ratio else im_w * height // im_h
         src_h = height if ratio >= src_ratio else im_h * width // im_w
-    resized = _resample(image, box, src_w, src_h)
+    resized = _resample(map_hw, box, src_w, src_h)
     result = np.zeros((height, width), dtype=np.float32)  # host: black canvas
     left, top = width // 2 - src_w // 2, height // 2 - src_h // 2
     _paste(result, resized, left, top)

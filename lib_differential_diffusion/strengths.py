@@ -9,6 +9,8 @@ pixel was never released.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -19,6 +21,7 @@ from .maps import Geometry, align_map, apply_options
 PRESERVE_FEATHER = 4.0
 """Width, in output pixels, of the ramp from kept to generated pixels around
 zero-strength regions when unchanged pixels are preserved."""
+PRESERVE_REDUCE = 4  # the ramp's blur runs at 1/4 of the resolution
 
 
 def fan_over(size: tuple[int, int], args: DifferentialDiffusionArgs, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -66,14 +69,39 @@ def pixel_strengths(
 def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) -> Image.Image:
     """Original pixels where ``kept``, with a short ramp into the generated ones (no seam).
 
-    The ramp is 8-bit (PIL's Gaussian blur of the kept mask): kept pixels get
-    weight 0 and pixels out of the ramp's reach weight 1 exactly, so both stay
-    exact; only the ramp itself mixes.
+    The ramp is 8-bit: the kept mask blurred (at a quarter of the resolution, enough for a
+    ramp a few pixels wide) and stretched back. Kept pixels get weight 0 and pixels out of
+    the ramp's reach weight 1 exactly (a blur of zeros stays 0), so both stay exact; only
+    the ramp itself mixes. The work is confined to the kept pixels' box and the ramp's reach.
     """
-    if generated.size != original.size or kept.shape != (generated.height, generated.width) or not kept.any():
+    if generated.size != original.size or kept.shape != (generated.height, generated.width):
         return generated
-    kept_image = Image.fromarray(kept.astype(np.uint8) * 255, "L")
-    near_kept = np.asarray(kept_image.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER)), dtype=np.uint16)
+    rows, columns = np.flatnonzero(kept.any(axis=1)), np.flatnonzero(kept.any(axis=0))
+    if len(rows) == 0:
+        return generated
+    height, width = kept.shape
+    factor = PRESERVE_REDUCE if min(height, width) >= 8 * PRESERVE_REDUCE else 1
+    reach = int(math.ceil(4 * PRESERVE_FEATHER)) + 2 * factor  # the blur's support, plus the stretch
+    # The box, on the reduced grid so its blur equals the whole image's there.
+    top, left = max(0, rows[0] - reach) // factor * factor, max(0, columns[0] - reach) // factor * factor
+    bottom, right = min(height, rows[-1] + 1 + reach), min(width, columns[-1] + 1 + reach)
+    box = (left, top, right, bottom)
+    kept_box = kept[top:bottom, left:right]
+    kept_image = Image.fromarray(kept_box.astype(np.uint8) * 255, "L")
+    box_factor = factor if min(kept_box.shape) >= 2 * factor else 1
+    small = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
+    near_kept = small.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER / box_factor))
+    if box_factor > 1:
+        near_kept = near_kept.resize(kept_image.size, Image.BILINEAR)
     # Weight of the original: 1 on kept pixels, falling to 0 where the blurred mask is below 1/2.
-    original_weight = np.where(kept, 255, np.minimum(2 * near_kept, 255)).astype(np.uint8)
-    return Image.composite(original.convert("RGB"), generated.convert("RGB"), Image.fromarray(original_weight, "L"))
+    original_weight = np.asarray(near_kept, dtype=np.uint16) * 2
+    np.minimum(original_weight, 255, out=original_weight)
+    original_weight[kept_box] = 255
+    mixed = Image.composite(_rgb(original).crop(box), _rgb(generated).crop(box), Image.fromarray(original_weight.astype(np.uint8), "L"))
+    result = _rgb(generated).copy()
+    result.paste(mixed, box[:2])
+    return result
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else image.convert("RGB")

@@ -82,3 +82,24 @@ def test_drawn_map_is_aligned_like_an_uploaded_one():
     uploaded = DifferentialDiffusionArgs(enabled=True, map="x")
     geometry = Geometry((48, 32), 96, 64, 1)
     np.testing.assert_array_equal(pixel_strengths(drawn, geometry, user_map=ramp()), pixel_strengths(uploaded, geometry, user_map=ramp()))
+
+
+def test_preserve_confines_its_work_to_the_kept_box_and_the_ramp():
+    rng = np.random.default_rng(2)
+    original = Image.fromarray(rng.integers(0, 256, (300, 400, 3)).astype(np.uint8))
+    generated = Image.fromarray(rng.integers(0, 256, (300, 400, 3)).astype(np.uint8))
+    kept = np.zeros((300, 400), bool)
+    kept[101:150, 203:260] = True  # not on the reduced grid
+    result = pixels(preserve(generated, original, kept))
+    assert np.array_equal(result[kept], pixels(original)[kept])
+    reach = int(np.ceil(4 * PRESERVE_FEATHER)) + 1
+    far = np.ones_like(kept)
+    far[101 - reach : 150 + reach, 203 - reach : 260 + reach] = False
+    assert np.array_equal(result[far], pixels(generated)[far])
+    # Along a row through the box: the original's weight falls from 1 to 0 without jumps.
+    a, b = pixels(original)[125].astype(float), pixels(generated)[125].astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.nanmedian((result[125].astype(float) - a) / (b - a), axis=1)
+    ramp = weight[260 : 260 + reach]
+    assert ramp[0] < 0.15 and ramp[-1] > 0.95 and np.all(np.diff(ramp) >= -0.02) and np.max(np.diff(ramp)) < 0.25
+    assert preserve(generated, original, np.zeros_like(kept)) is generated
