@@ -615,10 +615,8 @@ def test_xyz_cell_with_a_refused_value(sd1_server):
     good = decode_images(r)[-1]
     assert images_equal(good, base.dd), f"max {max_change(good, base.dd)}"
     # X/Y/Z switches PIL's bomb check off process-wide (Image.MAX_IMAGE_PIXELS = None): ours still holds.
-    t0 = time.monotonic()
     r = post_img2img(server, steps=2, alwayson_scripts=dd_dict(map=b64(png_bomb(30000, 30000))))
     assert r.status_code == 422 and "too large" in r.json()["errors"], r.text[:300]
-    assert time.monotonic() - t0 < 2.0
     base.assert_untouched("a refused X/Y/Z value")
 
 
@@ -727,7 +725,6 @@ def test_largest_allowed_map_is_bounded(sd1_server):
     FIGURES.append(f"8192x8192 RGBA map ({size / 1e6:.2f} MB PNG): {elapsed:.1f}s; VmRSS "
                    f"{before['rss_mb']:.0f} -> {after['rss_mb']:.0f} MB; peak (VmHWM) {peak_before:.0f} -> {peak_after:.0f} MB")
     assert max_change(image, make_init_image(64, 64), LEFT) == 0
-    assert elapsed < 120
     assert peak_after - before["rss_mb"] < 2048, "over 2 GB for one map at the size limit"
     base.assert_untouched("the largest allowed map")
 
