@@ -977,6 +977,52 @@
             return promise;
         }
 
+        /**
+         * Generate is waiting: race the (compressed) encoding with an uncompressed PNG made
+         * here at once; the first one done goes into the textbox and the other is dropped.
+         */
+        encodeUrgently() {
+            const compressed = this.encodeCurrent(false);
+            const doc = this.doc, revision = doc.revision;
+            if (!doc.hasDrawing || (this.encoded.doc === doc && this.encoded.revision === revision)) return compressed;
+            const started = performance.now();
+            const quick = (async () => {
+                const M = math();
+                // 16 bits where the uncompressed URL stays under the limit, else 8 (a gray level apart).
+                const rawBytes = doc.height * (1 + 2 * doc.width);
+                const bitDepth = M.canEncode16Bit() && rawBytes * 4 / 3 <= MAX_16_BIT_DATA_URL ? 16 : 8;
+                const png = await M.encodeGrayPng(doc.data, doc.width, doc.height, {bitDepth, deflate: M.storedDeflate, rowsPerBand: doc.height});
+                const url = await blobToDataUrl(new Blob([png], {type: "image/png"}));
+                if (this.doc !== doc || doc.revision !== revision) throw new StaleEncoding();
+                return {url, bitDepth, bytes: png.length};
+            })();
+            return new Promise((resolve, reject) => {
+                let settled = false, failures = 0;
+                const fail = (error) => {
+                    if (!settled && ++failures === 2) reject(error);
+                };
+                compressed.then((url) => {
+                    if (!settled) {
+                        settled = true;
+                        resolve(url);
+                    }
+                }, fail);
+                quick.then((result) => {
+                    if (settled || this.doc !== doc || doc.revision !== revision) return;
+                    settled = true;
+                    if (this.encoding && this.encoding.doc === doc && this.encoding.revision === revision) {
+                        this.encoding.cancel(); // the compressed one is no longer needed now
+                        this.encoding = null;
+                    }
+                    this.encoded = Object.assign({doc, revision}, result);
+                    this.writeTextbox(result.url);
+                    this.stats.encodes.push({ms: performance.now() - started, background: false, worker: false, uncompressed: true, pixels: doc.width * doc.height, bitDepth: result.bitDepth, bytes: result.bytes});
+                    this.refreshStatus();
+                    resolve(result.url);
+                }, fail);
+            });
+        }
+
         /** Give up the encoding in progress if the map has changed since it started. */
         cancelEncoding() {
             const e = this.encoding;
@@ -1039,7 +1085,7 @@
                     this.passGenerateClick = false;
                 }
             };
-            const attempt = (tries) => this.encodeCurrent(false).then(resend, (error) => {
+            const attempt = (tries) => this.encodeUrgently().then(resend, (error) => {
                 if (error instanceof StaleEncoding && tries > 0) return attempt(tries - 1);
                 console.error("Differential Diffusion: the drawn map could not be encoded:", error);
                 resend();

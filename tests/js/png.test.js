@@ -82,3 +82,16 @@ test('pause runs between bands and can abandon the encoding', async () => {
     /map changed/,
   );
 });
+
+test('stored (uncompressed) deflate: zlib reads it, and the PNG round trip is exact', async () => {
+  const width = 301, height = 233; // more than one 65535-byte block at 16 bits
+  const values = randomValues(width * height, 11);
+  const png = await M.encodeGrayPng(values, width, height, { bitDepth: 16, rowsPerBand: 17, deflate: M.storedDeflate });
+  const decoded = decodeGrayPng(png);
+  assert.deepEqual(decoded.values, values);
+  const raw = Buffer.concat([Buffer.from([1, 2, 3]), Buffer.alloc(70000, 7)]);
+  async function* parts() { yield raw.subarray(0, 5); yield raw.subarray(5); }
+  assert.deepEqual(Buffer.from(zlib.inflateSync(Buffer.from(await M.storedDeflate(parts())))), raw);
+  async function* nothing() {}
+  assert.equal(zlib.inflateSync(Buffer.from(await M.storedDeflate(nothing()))).length, 0);
+});
