@@ -753,9 +753,10 @@ def xyz_args(server, axis_index: int, values: str) -> list:
         elif label in ("Y type", "Z type"):
             args.append(0)  # "Nothing"
         elif label in ("X values", "Y values", "Z values"):
-            # Each axis has a textbox and a multiselect dropdown twin under the same label.
+            # Each axis has a textbox and a multiselect dropdown twin under the same label; the
+            # script reads the dropdown for axes with choices (switches), the textbox otherwise.
             if arg.get("choices") is not None:
-                args.append([])
+                args.append([value.strip() for value in values.split(",")] if label == "X values" else [])
             else:
                 args.append(values if label == "X values" else "")
         elif label == "Include Sub Images":
