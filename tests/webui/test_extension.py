@@ -271,7 +271,8 @@ BAND_CASES = [
 def test_band_map_releases_on_schedule(sd1_server, sampler, extra, levels):
     """Five vertical bands (160x64 image, 32 px = 4 latent px each) at strength 1.0: every band's
     release step (engine report) is the schedule's, the model calls' step indices are consistent
-    with it, and in pixels band 0 is unchanged exactly and the change grows band by band."""
+    with it, and in pixels band 0 is unchanged exactly and the change grows band by band (the
+    last on graded checkpoints only: host.CAPABILITIES)."""
     strength = 1.0
     init = make_init_image(160, 64)
     r = assert_ok(post_img2img(sd1_server, init_image=init, sampler_name=sampler, denoising_strength=strength,
@@ -333,6 +334,8 @@ def test_band_map_releases_on_schedule(sd1_server, sampler, extra, levels):
     # strength 0 only); it is left out of the ordering.
     measure(f"band map {sampler}{' ' + str(extra) if extra else ''} levels {levels}: release {['never' if g == NEVER else g for g in got]}, "
             f"{len(calls)} calls over {n_steps} steps; mean change per band {[round(c, 1) for c in changes]}")
+    if sd1_server.host.profile.cannot("graded"):
+        return  # a random-weight stand-in: the schedule and band 0 are checked, how much the bands change means nothing
     moving = [c for c, rel in zip(changes, got) if rel != NEVER]
     assert moving[0] > 3, f"the weakest released band barely changed: {changes}"
     # Grows band by band; near full strength this random-ish model saturates, so allow 5/255 slack.
