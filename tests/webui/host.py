@@ -90,12 +90,17 @@ class HostProfile:
     fixture_checkpoints: bool = True   # loads the fixtures' small checkpoints (ckpt/, generated SD3)
     # (fixture stem, GENERATED_CHECKPOINTS key): the checkpoint used in the fixture's place
     stand_ins: tuple[tuple[str, str], ...] = ()
-    ready_log_line: str | None = None  # the API answers before the host can run a job: wait for this line too
+    # No request before the host logs this line. In UI mode the port opens before the API is mounted,
+    # and a request in between starts the app's middleware stack: the host's own api_middleware then
+    # fails ("Cannot add middleware after an application has started"; seen on reForge under load, the
+    # same code as A1111's). reForge also answered its first requests with empty always-on script args.
+    ready_log_line: str | None = "Startup time:"
     options: tuple = ()                # config.json entries for every start
     gradio: int = 3                    # major version (the browser scripts' selectors differ)
     # (capability, cause): what tests needing it (marker ``needs``) cannot do here
     lacks: tuple[tuple[str, str], ...] = ()
-    extra_samplers: tuple[str, ...] = ()  # samplers it lists beyond A1111 v1.10.1's
+    # Samplers it lists beyond A1111 v1.10.1's: the per-sampler all-ones/all-zeros tests take them too.
+    extra_samplers: tuple[str, ...] = ()
 
     def cannot(self, capability: str) -> str | None:
         """One-line skip reason when this host cannot do ``capability``, else None."""
@@ -138,11 +143,21 @@ PROFILES = {
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
-        # its first requests right after the port opens can fail (always-on scripts get no args)
-        ready_log_line="Startup time:",
         lacks=(_SD15_ONLY,
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
-               ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)"))),
+               ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
+        extra_samplers=(
+            "Euler Dy", "Euler SMEA Dy", "Euler Negative", "Euler Negative Dy", "DPM++ SDE Classic", "ER SDE",
+            "Kohaku_LoNyu_Yog", "Euler CFG++", "Euler Ancestral CFG++", "DPM++ 2S Ancestral CFG++", "DPM++ 2M CFG++",
+            "DPM++ SDE CFG++", "DPM++ 3M SDE CFG++", "Euler DY CFG++", "Euler SMEA DY CFG++", "Euler A DY CFG++",
+            "DPM++ 2M DY CFG++", "RES Multistep", "RES Multistep CFG++", "RES Multistep Ancestral",
+            "RES Multistep Ancestral CFG++", "Gradient Estimation", "Gradient Estimation CFG++", "SEEDS 2 DP", "SEEDS 3 DP",
+            "SA-Solver", "SA-Solver-Pece", "DPM++ 2M DY", "DPM++ 3M DY", "DPM++ 3M SDE DY", "DDPM", "HeunPP2", "IPNDM",
+            "IPNDM_V", "DEIS", "RES Solver", "ODE (Bosh3)", "ODE (Fehlberg2)", "ODE (Adaptive Heun)", "ODE (Dopri5)",
+            "ODE Custom", "Euler A Turbo", "DPM++ 2M Turbo", "DPM++ 2M SDE Turbo", "Euler Comfy", "Euler A Comfy",
+            "Euler A Comfy RF", "Heun Comfy", "DPM++ 2S Ancestral Comfy", "DPM++ 2S Ancestral Comfy RF", "DPM++ SDE Comfy",
+            "DPM++ 2M Comfy", "DPM++ 2M SDE Comfy", "DPM++ 3M SDE Comfy", "DPM++ 2S Ancestral CFG++ Dyn",
+            "DPM++ 2S Ancestral CFG++ Intern", "Custom Sampler")),
     "classic": HostProfile(
         "classic", "Forge Classic", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
@@ -156,6 +171,12 @@ PROFILES = {
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                ("sd3", "has no SD3 engine (backend/diffusion_engine)"))),
 }
+
+
+def current_profile() -> HostProfile | None:
+    """The profile of the host SD_WEBUI_ROOT names (None without a usable host): for collection-time choices."""
+    host, _ = find_host()
+    return host.profile if host else None
 
 
 def host_kind(root: Path) -> str:
@@ -553,15 +574,17 @@ class WebUIServer:
         """Port open and API routes mounted (in UI mode they are added after gradio starts)."""
         paths = ["/sdapi/v1/sd-models"] + (["/"] if self.spec.ui else [])
         pending = list(paths)
-        ready_line = self.host.profile.ready_log_line
-        while pending or (ready_line and not self._logged_since_start(ready_line)):
+        ready_line = self.host.profile.ready_log_line  # no request before it (HostProfile)
+        while pending:
             self._check_alive("starting")
             if time.monotonic() > deadline:
-                waited = pending[0] if pending else f"log line {ready_line!r}"
+                waited = pending[0] if not ready_line else f"log line {ready_line!r}"
                 raise ServerError(f"WebUI ({self.spec.key}) did not answer {waited} in time; log {self.log_path}")
-            if not pending:  # the routes answer; the host's own ready line is still to come
-                time.sleep(1.0)
-                continue
+            if ready_line:
+                if not self._logged_since_start(ready_line):
+                    time.sleep(0.5)
+                    continue
+                ready_line = None
             try:
                 r = self.get(pending[0], timeout=10)
                 if r.status_code == 200:

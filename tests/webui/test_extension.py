@@ -25,7 +25,7 @@ import pytest
 import requests
 from PIL import Image
 
-from webui.host import (MEASUREMENTS, SCRIPT_TITLE, decode_images, images_equal, img2img_payload,
+from webui.host import (MEASUREMENTS, SCRIPT_TITLE, current_profile, decode_images, images_equal, img2img_payload,
                         make_init_image, make_map_image, max_change, mean_change, png_b64,
                         post_img2img, response_info, xyz_args, xyz_axis_labels)
 
@@ -42,6 +42,9 @@ SAMPLERS = [
     "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
     "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM",
 ]
+# Forge-family hosts list more (host.HostProfile.extra_samplers): all-ones and all-zeros cover them too.
+_PROFILE = current_profile()
+HOST_SAMPLERS = SAMPLERS + [s for s in (_PROFILE.extra_samplers if _PROFILE else ()) if s not in SAMPLERS]
 TIMESTEP_SAMPLERS = {"DDIM", "DDIM CFG++", "PLMS", "UniPC"}
 # The extension starts sampling at the map's largest strength except for these samplers
 # (README "Speed"); a uniform map is then plain img2img at its strength, bit for bit.
@@ -169,15 +172,16 @@ def require_sampler(host_samplers):
 # --------------------------------------------------------------------------- the sampler list
 
 def test_sampler_list_is_covered(host_samplers):
-    """Every sampler the host lists is in SAMPLERS (so the per-sampler proofs cover them all)."""
-    missing = [s for s in host_samplers if s not in SAMPLERS]
+    """Every sampler the host lists is in SAMPLERS or the host profile's extra samplers (so the
+    per-sampler proofs cover them all)."""
+    missing = [s for s in host_samplers if s not in HOST_SAMPLERS]
     assert not missing, f"samplers the host lists but these tests do not cover: {missing}"
     measure(f"host samplers ({len(host_samplers)}): {', '.join(host_samplers)}")
 
 
 # --------------------------------------------------------------------------- all-ones / all-zeros
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", HOST_SAMPLERS)
 def test_all_ones_map_is_plain_img2img(sd1_server, require_sampler, sampler):
     """An all-white map is plain img2img, bit for bit (64x64, 10 steps, strength 0.5)."""
     require_sampler(sampler)
@@ -196,7 +200,7 @@ def test_all_ones_map_is_plain_img2img(sd1_server, require_sampler, sampler):
     assert images_equal(a, b), f"{sampler}: all-ones map differs from plain img2img: max {max_change(a, b)}, mean {mean_change(a, b):.3f}"
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", HOST_SAMPLERS)
 def test_all_zeros_map_returns_the_input(sd1_server, require_sampler, sampler):
     """An all-black map returns the input image, pixel for pixel (preserve on, the default)."""
     require_sampler(sampler)

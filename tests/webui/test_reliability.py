@@ -232,19 +232,31 @@ def last_run(server) -> dict:
 
 
 def xyz_script_args(server, **values) -> list:
-    """script_args for the img2img X/Y/Z plot, by the labels /sdapi/v1/script-info gives."""
+    """script_args for the img2img X/Y/Z plot, built by label from /sdapi/v1/script-info (hosts add
+    arguments: reForge's "Draw individual labels", "Skip grid"..., Neo's row count): axes from
+    ``x_type``/``x_values`` and ``y_type``/``y_values`` (an axis's textbox and its dropdown twin both
+    get the values), no legend, sub images included, every other argument at the host's default."""
     info = server.get("/sdapi/v1/script-info").json()
     xyz = next(s for s in info if s["name"] == "x/y/z plot" and s["is_img2img"])
     labels = [a["label"] for a in xyz["args"]]
-    assert labels == XYZ_LABELS, f"the X/Y/Z plot's arguments changed: {labels}"
+    assert labels[:9] == XYZ_LABELS[:9] and set(XYZ_LABELS) <= set(labels), f"the X/Y/Z plot's arguments changed: {labels}"
     choices = xyz["args"][0]["choices"]
-    args = [0, "", [], 0, "", [], 0, "", [], False, True, False, False, False, False, False, 0, False]
-    for slot, axis in ((0, "x"), (3, "y")):
-        if f"{axis}_type" in values:
-            label = values[f"{axis}_type"]
-            assert label in choices, f"{label!r} is not an img2img X/Y/Z axis here: {choices}"
-            vals = values[f"{axis}_values"]
-            args[slot], args[slot + 1], args[slot + 2] = choices.index(label), ", ".join(vals), list(vals)
+    fixed = {"Draw legend": False, "Include Sub Images": True}
+    args = []
+    for arg in xyz["args"]:
+        label = arg["label"]
+        axis = label[0].lower() if label[1:] in (" type", " values") else None
+        if axis and f"{axis}_type" in values:
+            wanted, vals = values[f"{axis}_type"], values[f"{axis}_values"]
+            assert wanted in choices, f"{wanted!r} is not an img2img X/Y/Z axis here: {choices}"
+            if label.endswith("type"):
+                args.append(choices.index(wanted))
+            else:
+                args.append(list(vals) if arg.get("choices") is not None else ", ".join(vals))
+        elif axis:
+            args.append(0 if label.endswith("type") else ([] if arg.get("choices") is not None else ""))
+        else:
+            args.append(fixed.get(label, arg.get("value")))
     return args
 
 
