@@ -941,7 +941,9 @@ def xyz_axis_labels(server) -> list[str]:
 
 def xyz_args(server, axis_index: int, values: str) -> list:
     """The X/Y/Z plot's script_args with an X axis only, built from the host's own argument list
-    (hosts differ: the A1111 dev branch adds "Draw grid"), every other argument at its default."""
+    (hosts differ: the A1111 dev branch adds "Draw grid", reForge "Skip final grid generation" and
+    more), sub images included (reForge returns the grid alone otherwise), every other argument at
+    its default."""
     args = []
     for arg in _xyz_script_info(server)["args"]:
         label = arg.get("label")
@@ -956,5 +958,5 @@ def xyz_args(server, axis_index: int, values: str) -> list:
             else:
                 args.append(values if label == "X values" else "")
         else:
-            args.append(arg.get("value"))
+            args.append(True if label == "Include Sub Images" else arg.get("value"))
     return args
