@@ -9,6 +9,9 @@
   asks for. Tests are reordered (stably) to group those using the same server, so each one
   normally starts once per session. All are stopped (process group) at session end.
 * A failing test's report gets the last lines of the server log(s) it used.
+* Hosts differ (host.PROFILES): a test marked ``@pytest.mark.needs("graded"|"sdxl"|"sd3")``, or
+  using ``sdxl_server``/``sd3_server``, is skipped where the host cannot do that, with a one-line
+  reason naming the host and the cause.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ HERE = Path(__file__).resolve().parent
 
 SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI}
 _SERVER_ORDER = list(SERVER_FIXTURES)
+# A server fixture implies a capability of the host (host.CAPABILITIES).
+FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3"}
 
 _HOST, _SKIP_REASON = _host.find_host()
 _MANAGER: ServerManager | None = None
@@ -45,6 +50,16 @@ def pytest_collection_modifyitems(config, items):
             it.add_marker(pytest.mark.browser)
         if _HOST is None:
             it.add_marker(pytest.mark.skip(reason=_SKIP_REASON))
+            continue
+        needs = [c for m in it.iter_markers("needs") for c in m.args]
+        needs += [c for name, c in FIXTURE_NEEDS.items() if name in getattr(it, "fixturenames", ())]
+        for capability in needs:
+            if capability not in _host.CAPABILITIES:
+                raise pytest.UsageError(f"{it.nodeid}: unknown capability {capability!r} (host.CAPABILITIES)")
+            reason = _HOST.profile.cannot(capability)
+            if reason:
+                it.add_marker(pytest.mark.skip(reason=reason))
+                break
 
     # Group tests by the server they use (in-place, stable; other tests keep their slots).
     def key(it):
@@ -59,7 +74,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_report_header(config):
     if _HOST is None:
         return f"webui: {_SKIP_REASON}"
-    return f"webui: host {_HOST.root} (python {_HOST.python}), fixtures {_HOST.fixtures}"
+    return f"webui: {_HOST.profile.title} host {_HOST.root} (python {_HOST.python}), fixtures {_HOST.fixtures}"
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +98,7 @@ def webui_servers(webui_host, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sd1_server(webui_servers):
-    """API-only (--nowebui) WebUI with sd1_graded, warmed up."""
+    """API-only (--nowebui) WebUI with sd1_graded (or the host's SD1.5 stand-in), warmed up."""
     return webui_servers.acquire(SD1)
 
 
@@ -102,7 +117,7 @@ def sd3_server(webui_servers):
 
 @pytest.fixture(scope="session")
 def ui_server(webui_servers):
-    """Full gradio UI + API with sd1_graded, warmed up."""
+    """Full gradio UI + API with sd1_graded (or the host's SD1.5 stand-in), warmed up."""
     return webui_servers.acquire(UI)
 
 

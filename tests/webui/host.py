@@ -1,8 +1,11 @@
-"""Real-host test harness: find an AUTOMATIC1111 WebUI, start/stop it, talk to its API.
+"""Real-host test harness: find a WebUI of the A1111 family, start/stop it, talk to its API.
 
-Everything here is test-only and host-agnostic; nothing imports WebUI code. The WebUI runs
-as a child process (its own process group) on a free 127.0.0.1 port, with a throwaway
-``--data-dir`` whose ``extensions/`` holds a symlink to this project checkout.
+Everything here is test-only; nothing imports WebUI code. The WebUI runs as a child process
+(its own process group) on a free 127.0.0.1 port, with a throwaway ``--data-dir`` whose
+``extensions/`` holds a symlink to this project checkout. What differs between hosts
+(AUTOMATIC1111, Forge, reForge, Forge Classic, Forge Neo: launch flags, loadable checkpoints,
+what they cannot do) is in one table, ``PROFILES``; the host kind comes from the tree's files
+(``host_kind``), by the extension's own ``surfaces.detect_host``.
 
 Host discovery (environment variables):
 
@@ -15,11 +18,15 @@ Host discovery (environment variables):
 * ``SD_WEBUI_THREADS`` if set, OMP_NUM_THREADS/MKL_NUM_THREADS for the server (torch threads).
 * ``SD_WEBUI_START_TIMEOUT`` seconds to wait for a server to answer and finish its
   warm-up generation (default 300).
-* ``SD_WEBUI_CACHE``    where generated test checkpoints (SD3) are kept, outside the project;
+* ``SD_WEBUI_CACHE``    where generated test checkpoints (SD3, SD1.5) are kept, outside the project;
   default ``<temp dir>/sd-webui-differential-diffusion-cache``.
 * ``SD_WEBUI_TEST_EXTENSIONS`` a folder of other extensions' checkouts (e.g.
   ``ultimate-upscale-for-automatic1111``) that servers install next to this one where their
   spec names them; a test that needs a missing one skips.
+* ``SD_WEBUI_SD15_CKPT`` Forge-family hosts: an SD1.5-layout checkpoint to use instead of
+  generating one (they cannot load the fixtures' small checkpoints).
+* ``SD_WEBUI_LDM_ROOT`` a WebUI tree whose ``repositories/stable-diffusion-stability-ai`` the
+  SD1.5 generator may use when the host tree has none (Forge, Neo).
 """
 from __future__ import annotations
 
@@ -29,18 +36,23 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import pytest
 import requests
 from PIL import Image, ImageDraw
+
+from differential_diffusion_webui.surfaces import detect_host  # host-free: names and markers only
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXTENSION_NAME = os.environ.get("SD_WEBUI_EXTENSION_NAME", "sd-webui-differential-diffusion")
@@ -67,6 +79,130 @@ MEASUREMENTS: list[str] = []
 BASE_OPTIONS = {"live_previews_enable": False}
 
 
+# --------------------------------------------------------------------------- host profiles
+
+@dataclasses.dataclass(frozen=True)
+class HostProfile:
+    """What differs between the hosts the harness runs: launch flags, the checkpoints they load,
+    what they cannot do. One entry per host kind in ``PROFILES``."""
+    kind: str                          # surfaces.detect_host's name
+    title: str
+    launch_args: tuple[str, ...]       # flags besides --api/--nowebui, address, data and checkpoint
+    ckpt_dir_flag: str = "--ckpt-dir"
+    ckpt_flag: str | None = "--ckpt"   # None: the host has no such flag (the start checkpoint goes in config.json)
+    fixture_checkpoints: bool = True   # loads the fixtures' small checkpoints (ckpt/, generated SD3)
+    # (fixture stem, GENERATED_CHECKPOINTS key): the checkpoint used in the fixture's place
+    stand_ins: tuple[tuple[str, str], ...] = ()
+    # No request before the host logs this line. In UI mode the port opens before the API is mounted,
+    # and a request in between starts the app's middleware stack: the host's own api_middleware then
+    # fails ("Cannot add middleware after an application has started"; seen on reForge under load, the
+    # same code as A1111's). reForge also answered its first requests with empty always-on script args.
+    ready_log_line: str | None = "Startup time:"
+    options: tuple = ()                # config.json entries for every start
+    gradio: int = 3                    # major version (the browser scripts' selectors differ)
+    # (capability, cause): what tests needing it (marker ``needs``) cannot do here
+    lacks: tuple[tuple[str, str], ...] = ()
+    # Samplers it lists beyond A1111 v1.10.1's: the per-sampler all-ones/all-zeros tests take them too.
+    extra_samplers: tuple[str, ...] = ()
+
+    def cannot(self, capability: str) -> str | None:
+        """One-line skip reason when this host cannot do ``capability``, else None."""
+        cause = dict(self.lacks).get(capability)
+        return f"{self.title}: {cause}" if cause else None
+
+
+CAPABILITIES = {
+    "graded": "the graded fixtures (sd1_graded): how much an image changes is meaningful",
+    "sdxl": "the fixtures' SDXL base and refiner",
+    "sd3": "the generated SD3 checkpoint (flow matching)",
+}
+
+_FORGE_ARGS = ("--skip-prepare-environment", "--skip-python-version-check", "--skip-torch-cuda-test", "--skip-version-check")
+_SD15_ONLY = ("graded", "loads SD1 only in the SD1.5 layout (320-channel UNet, full-size VAE and CLIP-L), so a random-weight "
+                        "stand-in replaces sd1_graded: how much an image changes means nothing there")
+_SD15_STAND_INS = (("sd1_graded", "sd15"), ("sd1_rand", "sd15_b"))
+
+
+def _neo_version_uid(root: Path) -> str:
+    """Neo's launch.py blocks on input() (a "clean reinstall" prompt) unless config.json holds its VERSION_UID."""
+    try:
+        found = re.search(r'VERSION_UID\s*(?::[^=]*)?=\s*"([^"]+)"', (root / "modules" / "launch_utils.py").read_text())
+    except OSError:
+        found = None
+    return found.group(1) if found else "PY313"
+
+
+PROFILES = {
+    "a1111": HostProfile(
+        "a1111", "AUTOMATIC1111",
+        ("--skip-prepare-environment", "--skip-torch-cuda-test", "--use-cpu", "all", "--no-half",
+         "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check")),
+    "forge": HostProfile(
+        "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
+        lacks=(_SD15_ONLY,
+               ("sdxl", "builds SDXL's CLIP-L and CLIP-G at full size from fixed configs: the fixtures' small SDXL pair does not load"),
+               ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')"))),
+    "reforge": HostProfile(
+        "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
+        lacks=(_SD15_ONLY,
+               ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
+               ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
+        extra_samplers=(
+            "Euler Dy", "Euler SMEA Dy", "Euler Negative", "Euler Negative Dy", "DPM++ SDE Classic", "ER SDE",
+            "Kohaku_LoNyu_Yog", "Euler CFG++", "Euler Ancestral CFG++", "DPM++ 2S Ancestral CFG++", "DPM++ 2M CFG++",
+            "DPM++ SDE CFG++", "DPM++ 3M SDE CFG++", "Euler DY CFG++", "Euler SMEA DY CFG++", "Euler A DY CFG++",
+            "DPM++ 2M DY CFG++", "RES Multistep", "RES Multistep CFG++", "RES Multistep Ancestral",
+            "RES Multistep Ancestral CFG++", "Gradient Estimation", "Gradient Estimation CFG++", "SEEDS 2 DP", "SEEDS 3 DP",
+            "SA-Solver", "SA-Solver-Pece", "DPM++ 2M DY", "DPM++ 3M DY", "DPM++ 3M SDE DY", "DDPM", "HeunPP2", "IPNDM",
+            "IPNDM_V", "DEIS", "RES Solver", "ODE (Bosh3)", "ODE (Fehlberg2)", "ODE (Adaptive Heun)", "ODE (Dopri5)",
+            "ODE Custom", "Euler A Turbo", "DPM++ 2M Turbo", "DPM++ 2M SDE Turbo", "Euler Comfy", "Euler A Comfy",
+            "Euler A Comfy RF", "Heun Comfy", "DPM++ 2S Ancestral Comfy", "DPM++ 2S Ancestral Comfy RF", "DPM++ SDE Comfy",
+            "DPM++ 2M Comfy", "DPM++ 2M SDE Comfy", "DPM++ 3M SDE Comfy", "DPM++ 2S Ancestral CFG++ Dyn",
+            "DPM++ 2S Ancestral CFG++ Intern", "Custom Sampler")),
+    "classic": HostProfile(
+        "classic", "Forge Classic", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
+        lacks=(_SD15_ONLY,
+               ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
+               ("sd3", "has no SD3 support"))),
+    "neo": HostProfile(
+        "neo", "Forge Neo", (*_FORGE_ARGS, "--cpu"), ckpt_dir_flag="--ckpt-dirs", ckpt_flag=None,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
+        lacks=(_SD15_ONLY,
+               ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
+               ("sd3", "has no SD3 engine (backend/diffusion_engine)"))),
+}
+
+
+def current_profile() -> HostProfile | None:
+    """The profile of the host SD_WEBUI_ROOT names (None without a usable host): for collection-time choices."""
+    host, _ = find_host()
+    return host.profile if host else None
+
+
+def host_kind(root: Path) -> str:
+    """The host kind of a WebUI tree: ``surfaces.detect_host`` (modules_forge/forge_version.py's
+    version "neo"/"classic"; a backend/ package: Forge; else reForge; no modules_forge: A1111),
+    answered from the tree's files instead of imports."""
+    root = Path(root)
+
+    def importer(name: str):
+        if name == "modules_forge.forge_version":
+            try:
+                text = (root / "modules_forge" / "forge_version.py").read_text()
+            except OSError:
+                raise ImportError(name) from None
+            found = re.search(r"^version\s*=\s*[\"']([^\"']*)[\"']", text, re.M)
+            return types.SimpleNamespace(version=found.group(1) if found else "")
+        if name == "backend" and (root / "backend").is_dir():
+            return types.SimpleNamespace()
+        raise ImportError(name)
+
+    return detect_host(importer)
+
+
 # --------------------------------------------------------------------------- host discovery
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +210,11 @@ class HostConfig:
     root: Path
     python: Path
     fixtures: Path
+    kind: str = "a1111"
+
+    @property
+    def profile(self) -> HostProfile:
+        return PROFILES[self.kind]
 
     @property
     def ckpt_dir(self) -> Path:
@@ -86,17 +227,53 @@ class HostConfig:
     def ckpt(self, name: str) -> Path:
         return self.ckpt_dir / f"{name}.safetensors"
 
+    def checkpoint_file(self, stem: str) -> Path:
+        """The checkpoint this host runs in place of the fixture ``stem``: the fixture itself, or the
+        profile's stand-in. Skips the test (one-line reason) when there is none."""
+        stand_in = dict(self.profile.stand_ins).get(stem)
+        if stand_in is not None:
+            return self.generated_ckpt(stand_in)
+        if not self.profile.fixture_checkpoints:
+            pytest.skip(f"{self.profile.title}: cannot load the fixture checkpoint {stem} and has no stand-in for it")
+        return self.ckpt(stem)
+
+    def model_stem(self, stem: str) -> str:
+        """The name /sdapi/v1/sd-models lists for the fixture ``stem`` on this host."""
+        if dict(self.profile.stand_ins).get(stem) is None:
+            return stem
+        return self.checkpoint_file(stem).name.removesuffix(".safetensors")
+
+    def _ldm_root(self) -> Path | None:
+        """A WebUI tree with the ldm code the SD1.5 generator imports: the host's own, else SD_WEBUI_LDM_ROOT."""
+        for root in (self.root, os.environ.get("SD_WEBUI_LDM_ROOT", "").strip()):
+            if root and (Path(root) / "repositories" / "stable-diffusion-stability-ai" / "ldm").is_dir():
+                return Path(root)
+        return None
+
     def generated_ckpt(self, kind: str) -> Path:
         """A checkpoint the fixtures' generator script writes (seeded: the same bytes every time),
-        made once into the cache with the host's own interpreter."""
+        made once into the cache with the host's own interpreter. A recipe with an ``env`` name
+        takes that file instead when the variable is set. Skips the test when it cannot be made."""
         recipe = GENERATED_CHECKPOINTS[kind]
+        given = os.environ.get(recipe.get("env") or "", "").strip()
+        if given:
+            if not Path(given).is_file():
+                pytest.skip(f"{recipe['env']}={given}: no such file")
+            return Path(given)
         cache = Path(os.environ.get("SD_WEBUI_CACHE", "").strip() or Path(tempfile.gettempdir()) / "sd-webui-differential-diffusion-cache")
         target = cache / f"{recipe['stem']}.safetensors"
         if not target.is_file():
+            args = list(recipe["args"])
+            if recipe.get("ldm"):
+                ldm_root = self._ldm_root()
+                if ldm_root is None:
+                    pytest.skip(f"{self.profile.title}: no {recipe['stem']} checkpoint: set {recipe.get('env') or 'SD_WEBUI_SD15_CKPT'}, or "
+                                f"SD_WEBUI_LDM_ROOT to a WebUI tree with repositories/stable-diffusion-stability-ai for {recipe['script']}")
+                args += ["--webui-root", str(ldm_root)]
             cache.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
-            command = [str(self.python), str(self.fixtures / recipe["script"]), "--out", str(partial), *recipe["args"]]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            command = [str(self.python), str(self.fixtures / recipe["script"]), "--out", str(partial), *args]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
             if done.returncode != 0 or not partial.is_file():
                 raise RuntimeError(f"could not generate the {kind} checkpoint: {' '.join(command)}\n{done.stderr[-2000:]}")
             partial.rename(target)
@@ -120,7 +297,7 @@ def find_host(environ=None) -> tuple[HostConfig | None, str]:
     fixtures = Path(fx_s).expanduser() if fx_s else PROJECT_ROOT.parent / "shared" / "webui-fixtures"
     if not (fixtures / "ckpt").is_dir() or not (fixtures / "hf_home").is_dir():
         return None, f"no real WebUI host: fixtures {fixtures} lack ckpt/ or hf_home/ (set SD_WEBUI_FIXTURES)"
-    return HostConfig(root=root, python=python, fixtures=fixtures), ""
+    return HostConfig(root=root, python=python, fixtures=fixtures, kind=host_kind(root)), ""
 
 
 def free_port() -> int:
@@ -167,6 +344,10 @@ GENERATED_CHECKPOINTS = {
         # 119 MiB in about 2 s; images up to 256 px (pe-max 16 x patch 2 x 8)
         "args": ("--layout", "lean", "--clip-layers", "0", "--depth", "1", "--emb-dtype", "fp8"),
     },
+    # Forge-family stand-ins for sd1_graded and sd1_rand (PROFILES): SD1.5 layout, smaller UNet, random
+    # weights (about 600 MiB, 15-45 s each); the generator imports a WebUI tree's ldm code ("ldm").
+    "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},
+    "sd15_b": {"stem": "sd15_rand_small_seed4321", "script": "make_sd15_checkpoint.py", "args": ("--seed", "4321"), "ldm": True},
 }
 
 
@@ -235,7 +416,9 @@ class WebUIServer:
             return ""
 
     def model_name(self, stem: str) -> str:
-        """The checkpoint's name as /sdapi/v1/sd-models lists it (``model_name``)."""
+        """The checkpoint's name as /sdapi/v1/sd-models lists it (``model_name``); a fixture stem
+        names its stand-in on hosts that run one (``HostProfile.stand_ins``)."""
+        stem = self.host.model_stem(stem)
         for m in self.models or self.get("/sdapi/v1/sd-models").json():
             if m.get("model_name") == stem or m.get("title", "").split(" [")[0] in (stem, f"{stem}.safetensors"):
                 return m["model_name"]
@@ -261,29 +444,47 @@ class WebUIServer:
             if source is not None and source.is_dir() and not target.is_symlink():
                 target.symlink_to(source, target_is_directory=True)
         cfg = dict(BASE_OPTIONS)
+        cfg.update(dict(self.host.profile.options))
+        if self.host.kind == "neo":
+            cfg["VERSION_UID"] = _neo_version_uid(self.host.root)
+        if self.host.profile.ckpt_flag is None:  # no --ckpt: the start checkpoint by name
+            cfg["sd_model_checkpoint"] = self.checkpoint()[1].name
         cfg.update(dict(self.spec.options))
         (self.data_dir / "config.json").write_text(json.dumps(cfg, indent=1))
 
     def checkpoint(self) -> tuple[Path, Path]:
-        """(ckpt dir, checkpoint file) for this server."""
-        if self.spec.generated is None:
+        """(ckpt dir, checkpoint file) for this server. Fixtures on hosts that load them; else a
+        folder of links to the host's stand-ins, this server's own first (``HostProfile.stand_ins``;
+        others that cannot be had are left out)."""
+        if self.spec.generated is not None:
+            sources = [self.host.generated_ckpt(self.spec.generated)]
+        elif self.host.profile.fixture_checkpoints:
             return self.host.ckpt_dir, self.host.ckpt(self.spec.ckpt)
-        source = self.host.generated_ckpt(self.spec.generated)
+        else:
+            sources = [self.host.checkpoint_file(self.spec.ckpt)]
+            for stem, _ in self.host.profile.stand_ins:
+                if stem != self.spec.ckpt:
+                    try:
+                        sources.append(self.host.checkpoint_file(stem))
+                    except pytest.skip.Exception:
+                        pass
         ckpt_dir = self.workdir / "ckpt"
         ckpt_dir.mkdir(exist_ok=True)
-        link = ckpt_dir / source.name
-        if not link.is_symlink():
-            link.symlink_to(source)
-        return ckpt_dir, link
+        links = []
+        for source in sources:
+            link = ckpt_dir / source.name
+            if not link.is_symlink():
+                link.symlink_to(source)
+            links.append(link)
+        return ckpt_dir, links[0]
 
     def command(self) -> list[str]:
         h = self.host
+        profile = h.profile
         ckpt_dir, ckpt = self.checkpoint()
-        args = [str(h.python), "launch.py",
-                "--skip-prepare-environment", "--skip-torch-cuda-test", "--use-cpu", "all", "--no-half",
-                "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check", "--api",
+        args = [str(h.python), "launch.py", *profile.launch_args, "--api",
                 "--server-name", "127.0.0.1", "--port", str(self.port),
-                "--ckpt-dir", str(ckpt_dir), "--ckpt", str(ckpt),
+                profile.ckpt_dir_flag, str(ckpt_dir), *((profile.ckpt_flag, str(ckpt)) if profile.ckpt_flag else ()),
                 "--data-dir", str(self.data_dir)]
         if not self.spec.ui:
             args.append("--nowebui")
@@ -383,10 +584,17 @@ class WebUIServer:
         """Port open and API routes mounted (in UI mode they are added after gradio starts)."""
         paths = ["/sdapi/v1/sd-models"] + (["/"] if self.spec.ui else [])
         pending = list(paths)
+        ready_line = self.host.profile.ready_log_line  # no request before it (HostProfile)
         while pending:
             self._check_alive("starting")
             if time.monotonic() > deadline:
-                raise ServerError(f"WebUI ({self.spec.key}) did not answer {pending[0]} in time; log {self.log_path}")
+                waited = pending[0] if not ready_line else f"log line {ready_line!r}"
+                raise ServerError(f"WebUI ({self.spec.key}) did not answer {waited} in time; log {self.log_path}")
+            if ready_line:
+                if not self._logged_since_start(ready_line):
+                    time.sleep(0.5)
+                    continue
+                ready_line = None
             try:
                 r = self.get(pending[0], timeout=10)
                 if r.status_code == 200:
@@ -397,6 +605,14 @@ class WebUIServer:
             except requests.RequestException:
                 pass
             time.sleep(1.0)
+
+    def _logged_since_start(self, text: str) -> bool:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return text.encode() in log.read()
+        except OSError:
+            return False
 
     def _warm_up(self, deadline: float):
         """One throw-away generation: it waits for the background model load, and the first
@@ -509,6 +725,7 @@ class ServerManager:
             if not srv.alive and spec.key in self._failed:
                 raise ServerError(f"WebUI ({spec.key}) failed to start earlier in this session: {self._failed[spec.key]}")
             if not srv.alive:
+                srv.checkpoint()  # a checkpoint this host cannot have skips the test here, before any start
                 protected = set(keep) | {spec.key}
                 for key in list(self._lru):
                     if sum(1 for s in self.servers.values() if s.alive) < self.max_alive:
@@ -743,8 +960,10 @@ def xyz_axis_labels(server) -> list[str]:
 
 
 def xyz_args(server, axis_index: int, values: str) -> list:
-    """The X/Y/Z plot's script_args with an X axis only and its cells returned after the grid,
-    built from the host's own argument list (hosts differ: the A1111 dev branch adds "Draw grid")."""
+    """The X/Y/Z plot's script_args with an X axis only, built from the host's own argument list
+    (hosts differ: the A1111 dev branch adds "Draw grid", reForge "Skip final grid generation" and
+    more), sub images included (reForge returns the grid alone otherwise), every other argument at
+    its default."""
     args = []
     for arg in script_info(server, "x/y/z plot")["args"]:
         label = arg.get("label")
@@ -759,8 +978,6 @@ def xyz_args(server, axis_index: int, values: str) -> list:
                 args.append([value.strip() for value in values.split(",")] if label == "X values" else [])
             else:
                 args.append(values if label == "X values" else "")
-        elif label == "Include Sub Images":
-            args.append(True)
         else:
-            args.append(arg.get("value"))
+            args.append(True if label == "Include Sub Images" else arg.get("value"))
     return args

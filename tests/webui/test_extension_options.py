@@ -74,6 +74,7 @@ def test_inpaint_strength_is_map_times_mask(sd1_server):
     assert np.abs(rgb(result)[top, SIZE // 2 + 6 :] - rgb(init)[top, SIZE // 2 + 6 :]).mean() > 5
 
 
+@pytest.mark.needs("graded")
 def test_inpaint_mask_as_the_change_map(sd1_server):
     """Source "inpaint mask": the soft mask's gray levels are change amounts (the paper's soft inpainting)."""
     init = make_init_image(SIZE, SIZE)
@@ -83,6 +84,37 @@ def test_inpaint_mask_as_the_change_map(sd1_server):
     bands = [float(change[i * 16 + 2 : (i + 1) * 16 - 2].mean()) for i in range(4)]
     assert bands[0] < bands[1] < bands[2] < bands[3], bands
     assert change[0] == 0, "mask value 0 (left column) changed"
+
+
+def _product(map_image: Image.Image, mask: Image.Image) -> Image.Image:
+    return Image.fromarray(np.rint(np.asarray(map_image, np.float64) * np.asarray(mask, np.float64) / 255).astype(np.uint8))
+
+
+SAME_STRENGTH_CASES = {
+    # source "inpaint mask" (strength = mask) vs an all-white map in the same inpaint run (strength = 1 x mask)
+    "inpaint mask as the source": ("ramp", dict(source="inpaint mask"), lambda mask: dict(map_image=make_map_image(SIZE, SIZE, kind="constant"))),
+    # map x mask vs the product uploaded as the map (the mask is binary: the same strengths)
+    "map x mask": ("top", dict(map_image=left_half_zero()), lambda mask: dict(map_image=_product(left_half_zero(), mask))),
+}
+
+
+@pytest.mark.parametrize("case", list(SAME_STRENGTH_CASES))
+def test_inpaint_strengths_equal_the_same_strengths_uploaded(sd1_server, case):
+    """An inpaint run is the run of another map with the same strengths, bit for bit: source
+    "inpaint mask" is an all-white map under that mask, and map x mask is their product uploaded."""
+    mask_kind, first, second = SAME_STRENGTH_CASES[case]
+    init, mask = make_init_image(SIZE, SIZE), _mask(mask_kind)
+    runs = []
+    for options in (first, second(mask)):
+        options = dict(options)
+        map_image = options.pop("map_image", None)
+        (result,) = ok_images(post_img2img(sd1_server, init_image=init, mask=png_b64(mask), mask_blur=0, inpainting_fill=1, prime=True,
+                                           denoising_strength=0.9, alwayson_scripts=dd(map_image, **options)))
+        runs.append(rgb(result))
+    assert np.abs(runs[0] - rgb(init)).mean() > 5, "the inpaint run did not change the image: the comparison would prove nothing"
+    assert np.array_equal(runs[0], runs[1]), f"{case}: differs from the same strengths uploaded: max {np.abs(runs[0] - runs[1]).max()}"
+    if mask_kind == "ramp":
+        assert np.array_equal(runs[0][:, 0], rgb(init)[:, 0]), "mask value 0 (left column) changed"
 
 
 def test_inpaint_mask_source_without_a_mask_is_refused(sd1_server):

@@ -232,19 +232,31 @@ def last_run(server) -> dict:
 
 
 def xyz_script_args(server, **values) -> list:
-    """script_args for the img2img X/Y/Z plot, by the labels /sdapi/v1/script-info gives."""
+    """script_args for the img2img X/Y/Z plot, built by label from /sdapi/v1/script-info (hosts add
+    arguments: reForge's "Draw individual labels", "Skip grid"..., Neo's row count): axes from
+    ``x_type``/``x_values`` and ``y_type``/``y_values`` (an axis's textbox and its dropdown twin both
+    get the values), no legend, sub images included, every other argument at the host's default."""
     info = server.get("/sdapi/v1/script-info").json()
     xyz = next(s for s in info if s["name"] == "x/y/z plot" and s["is_img2img"])
     labels = [a["label"] for a in xyz["args"]]
-    assert labels == XYZ_LABELS, f"the X/Y/Z plot's arguments changed: {labels}"
+    assert labels[:9] == XYZ_LABELS[:9] and set(XYZ_LABELS) <= set(labels), f"the X/Y/Z plot's arguments changed: {labels}"
     choices = xyz["args"][0]["choices"]
-    args = [0, "", [], 0, "", [], 0, "", [], False, True, False, False, False, False, False, 0, False]
-    for slot, axis in ((0, "x"), (3, "y")):
-        if f"{axis}_type" in values:
-            label = values[f"{axis}_type"]
-            assert label in choices, f"{label!r} is not an img2img X/Y/Z axis here: {choices}"
-            vals = values[f"{axis}_values"]
-            args[slot], args[slot + 1], args[slot + 2] = choices.index(label), ", ".join(vals), list(vals)
+    fixed = {"Draw legend": False, "Include Sub Images": True}
+    args = []
+    for arg in xyz["args"]:
+        label = arg["label"]
+        axis = label[0].lower() if label[1:] in (" type", " values") else None
+        if axis and f"{axis}_type" in values:
+            wanted, vals = values[f"{axis}_type"], values[f"{axis}_values"]
+            assert wanted in choices, f"{wanted!r} is not an img2img X/Y/Z axis here: {choices}"
+            if label.endswith("type"):
+                args.append(choices.index(wanted))
+            else:
+                args.append(list(vals) if arg.get("choices") is not None else ", ".join(vals))
+        elif axis:
+            args.append(0 if label.endswith("type") else ([] if arg.get("choices") is not None else ""))
+        else:
+            args.append(fixed.get(label, arg.get("value")))
     return args
 
 
@@ -562,6 +574,14 @@ def test_sdxl_refiner_failures_and_extreme_switch(sdxl_server):
 # ------------------------------------------------------------------ 3c. X/Y/Z plot cells
 
 
+def opaque_rgb(image: Image.Image) -> Image.Image:
+    """A cell as RGB: reForge's X/Y/Z hands back RGBA cells (fully opaque) where A1111 gives RGB."""
+    if image.mode == "RGBA":
+        assert image.getextrema()[3] == (255, 255), "a cell with transparent pixels"
+        return image.convert("RGB")
+    return image
+
+
 def check_xyz_cells_get_their_own_settings(server):
     base = baselines(server)
     init = make_init_image(64, 64)
@@ -572,6 +592,7 @@ def check_xyz_cells_get_their_own_settings(server):
     r = post_img2img(server, steps=STEPS, alwayson_scripts=dd_dict(map=ZEROS_B64), script_name="x/y/z plot", script_args=args)
     assert r.status_code == 200, r.text[:1000]
     grid, *cells = decode_images(r)
+    cells = [opaque_rgb(cell) for cell in cells]
     assert len(cells) == 4, len(cells)
     # cell index = ix + iy * len(xs): (on, not inverted), (off, -), (on, inverted), (off, -)
     assert images_equal(cells[0].convert("RGB"), init), f"enabled, all-zero map: max {max_change(cells[0], init)}"
@@ -587,6 +608,7 @@ def check_xyz_cells_get_their_own_settings(server):
     r = post_img2img(server, steps=STEPS, alwayson_scripts=dd_dict(map=HALVES_B64), script_name="x/y/z plot", script_args=args)
     assert r.status_code == 200, r.text[:1000]
     grid, *cells = decode_images(r)
+    cells = [opaque_rgb(cell) for cell in cells]
     assert images_equal(cells[0], base.dd), f"max {max_change(cells[0], base.dd)}"
     assert max_change(cells[2], init, RIGHT) == 0 and mean_change(cells[2], init, LEFT) > 3
     assert images_equal(cells[1], base.plain) and images_equal(cells[3], base.plain)
@@ -612,7 +634,7 @@ def test_xyz_cell_with_a_refused_value(sd1_server):
     r = post_img2img(server, steps=STEPS, alwayson_scripts=dd_dict(map=HALVES_B64), script_name="x/y/z plot",
                      script_args=xyz_script_args(server, x_type="[Differential Diffusion] Gamma", x_values=["1"]))
     assert r.status_code == 200, r.text[:1000]
-    good = decode_images(r)[-1]
+    good = opaque_rgb(decode_images(r)[-1])
     assert images_equal(good, base.dd), f"max {max_change(good, base.dd)}"
     # X/Y/Z switches PIL's bomb check off process-wide (Image.MAX_IMAGE_PIXELS = None): ours still holds.
     r = post_img2img(server, steps=2, alwayson_scripts=dd_dict(map=b64(png_bomb(30000, 30000))))
