@@ -503,7 +503,7 @@ def test_exception_inside_sampling_leaves_later_generations_untouched(webui_serv
     assert r.status_code == 500, r.text[:1000]
     assert not str(r.json().get("errors", "")).startswith(DD), r.text[:500]
     log = log_since(server, offset)
-    assert "apply_refiner" in log and "differential_diffusion.py" in log, (
+    assert "apply_refiner" in log and "differential_diffusion_webui/adapter.py" in log, (
         "expected the failure inside sampling, through the extension's denoiser wrapper:\n" + log[-3000:])
     FIGURES.append(f"broken refiner: HTTP 500 {r.json().get('error')}: {str(r.json().get('errors'))[:80]}")
     assert server.alive
