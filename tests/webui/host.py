@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import dataclasses
 import io
 import json
@@ -898,6 +899,21 @@ def img2img_payload(init_image: Image.Image | None = None, **payload) -> dict:
             v = png_b64(v)
         body[k] = v
     return body
+
+
+@contextlib.contextmanager
+def options_set_back(server: "WebUIServer", keys: Iterable[str]):
+    """Set the host options ``keys`` back to their values from before the block.
+
+    Why: the host restores an ``override_settings`` entry only when its config file has the
+    key, so an override of an option the user never saved stays for every later request."""
+    keys = set(keys)
+    before = {key: value for key, value in server.get("/sdapi/v1/options").json().items() if key in keys}
+    try:
+        yield before
+    finally:
+        if before:
+            server.post("/sdapi/v1/options", before)
 
 
 def post_img2img(server: WebUIServer | str, init_image: Image.Image | None = None,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from webui.host import SCRIPT_TITLE, decode_images, make_init_image, make_map_image, mean_change, png_b64, post_img2img
+from webui.host import SCRIPT_TITLE, options_set_back, decode_images, make_init_image, make_map_image, mean_change, png_b64, post_img2img
 
 pytestmark = pytest.mark.webui
 
@@ -153,6 +153,13 @@ OPTION_CASES = {
 def test_sampling_options_keep_working(sd1_server, case):
     """With each option, an all-white map is plain img2img and a half-black map keeps its half."""
     extra = OPTION_CASES[case]
+    # The host never restores an override of a key its config file lacks (these three).
+    with options_set_back(sd1_server, extra.get("override_settings", {})) as before:
+        sampling_option_case(sd1_server, case, extra)
+    assert {key: sd1_server.get("/sdapi/v1/options").json()[key] for key in before} == before
+
+
+def sampling_option_case(sd1_server, case: str, extra: dict) -> None:
     init = make_init_image(SIZE, SIZE)
     white = make_map_image(SIZE, SIZE, kind="constant", low=255, high=255)
     (plain,) = ok_images(post_img2img(sd1_server, init_image=init, prime=True, denoising_strength=0.8, **extra))

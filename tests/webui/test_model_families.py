@@ -21,7 +21,7 @@ from lib_differential_diffusion.maps import to_latent
 from lib_differential_diffusion.preview import PREVIEW_LEVELS
 from lib_differential_diffusion.schedule import release_steps
 from webui.host import (MEASUREMENTS, SCRIPT_TITLE, decode_images, images_equal, make_init_image, make_map_image,
-                        max_change, mean_change, post_img2img, response_info, xyz_args, xyz_axis_labels)
+                        max_change, mean_change, options_set_back, post_img2img, response_info, xyz_args, xyz_axis_labels)
 from webui.test_extension import NEVER, assert_ok, dd, last_run
 
 pytestmark = pytest.mark.webui
@@ -38,6 +38,11 @@ def measure(line: str) -> None:
 
 
 def released_like_plain(server, family: str, extra_noise: float, value8: int = 128, size: int = 64) -> None:
+    with options_set_back(server, ["img2img_extra_noise"]):  # an override the host may not restore
+        compare_released_with_plain(server, family, extra_noise, value8, size)
+
+
+def compare_released_with_plain(server, family: str, extra_noise: float, value8: int, size: int) -> None:
     init = make_init_image(size, size)
     options = {"override_settings": {"img2img_extra_noise": extra_noise}, "override_settings_restore_afterwards": True}
     v = value8 / 255
