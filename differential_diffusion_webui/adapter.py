@@ -445,12 +445,6 @@ def postprocess_image_after_composite(p: Any, pp: Any) -> None:
         kept = kept_pixels(state, strengths_of(p, state, index, over_init_image=True))
         if kept.any():
             pp.image = preserve(pp.image, images.flatten(p.init_images[index], shared.opts.img2img_background_color), kept)
-    elif state.args.preserve and p.extra_generation_params.get(SOFT_INPAINTING_INFOTEXT_KEY):
-        # Soft inpainting's final composite widens its mask by the latent difference's
-        # neighbourhood, which shows the decoded result over kept pixels near a change.
-        kept = kept_pixels(state, strengths_of(p, state, index))
-        if kept.any():
-            pp.image = preserve(pp.image, original_in_output_frame(p, state, index), kept)
     if state.args.source == "fan" and tile_box(p.init_images[index]) is None:
         # Of the finished image, as saved. Tiles of an upscale get none: the script reassembles
         # them from the returned images, and the whole result shows the fan's regions anyway.

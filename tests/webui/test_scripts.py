@@ -84,10 +84,10 @@ def test_loopback_keeps_the_zero_region_the_original_across_loops(sd1_server):
     assert mean_change(final, init, box=(36, 0, 64, 64)) > 2
 
 
-# mk2 rounds the grown canvas up to a multiple of 64 and draws its masks in p's size, so it
-# needs a 128-wide target for 64 px more on a 64-wide input; poor man's adds the pixels as given.
+# Both round the grown canvas up to a multiple of 64; mk2 draws its masks in p's size, so it
+# needs a 128-wide target for its 64 px more on a 64-wide input.
 @pytest.mark.parametrize("script, expand, width, result_width", [
-    ("poor man's outpainting", 32, 64, 96),
+    ("poor man's outpainting", 32, 64, 128),
     ("outpainting mk2", 64, 128, 128),
 ])
 def test_outpainting_scripts_refuse_a_map_and_take_the_inpaint_mask(sd1_server, script, expand, width, result_width):
@@ -115,7 +115,11 @@ def test_soft_inpainting_together_keeps_only_its_final_composite(sd1_server):
     both = decode_images(r)[0]
     params = response_info(r)["extra_generation_params"]
     assert params.get("DD soft inpainting") == "final composite only" and params.get("Soft inpainting enabled") is True
-    measure(f"soft inpainting (mask right half): alone changes the unmasked half by max {max_change(soft_only, init, box=(0, 0, 28, 64))}; "
-            f"with DD the unmasked half max {max_change(both, init, box=(0, 0, 28, 64))}, masked half vs DD alone mean {mean_change(both, dd_only, box=(36, 0, 64, 64)):.2f}")
-    assert max_change(both, init, box=(0, 0, 28, 64)) == 0
+    # The host's mask blur 4 is a 21-px Gaussian kernel: the mask (and so the strengths) is 0
+    # left of column 22. Between there and the mask's edge strengths are small but not 0, and
+    # soft inpainting's final composite (widened by the latent difference) shows them.
+    kept = (0, 0, 22, 64)
+    measure(f"soft inpainting (mask right half, blur 4): alone changes the zero-mask columns by max {max_change(soft_only, init, box=kept)}; "
+            f"with DD those columns max {max_change(both, init, box=kept)}, masked half vs DD alone mean {mean_change(both, dd_only, box=(36, 0, 64, 64)):.2f}")
+    assert max_change(both, init, box=kept) == 0
     assert mean_change(both, init, box=(36, 0, 64, 64)) > 2
