@@ -481,15 +481,16 @@ def test_skip_mid_sampling_only_skips_that_image(sd1_server):
 @pytest.fixture(scope="module")
 def broken_refiner_spec(webui_host, tmp_path_factory) -> ServerSpec:
     """An SD1 server whose checkpoint folder also holds a refiner that cannot load (garbage
-    bytes) and a working SD1 refiner (sd1_rand): symlinks to the fixtures, nothing copied."""
+    bytes) and a working SD1 refiner (sd1_rand): symlinks to the fixtures (or the host's
+    stand-ins for them), nothing copied."""
     folder = tmp_path_factory.mktemp("ckpt_broken_refiner")
     for stem in ("sd1_graded", "sd1_rand"):
-        for suffix in (".safetensors", ".yaml"):
-            source = webui_host.ckpt_dir / f"{stem}{suffix}"
+        checkpoint = webui_host.checkpoint_file(stem)
+        for source in (checkpoint, checkpoint.with_suffix(".yaml")):
             if source.exists():
                 (folder / source.name).symlink_to(source)
     (folder / "broken_refiner.safetensors").write_bytes(bytes(range(256)) * 16)
-    return ServerSpec("reliability_broken_refiner", "sd1_graded", extra_args=("--ckpt-dir", str(folder)))
+    return ServerSpec("reliability_broken_refiner", "sd1_graded", extra_args=(webui_host.profile.ckpt_dir_flag, str(folder)))
 
 
 def test_exception_inside_sampling_leaves_later_generations_untouched(webui_servers, broken_refiner_spec):
@@ -534,7 +535,7 @@ def test_working_refiner_leaves_later_generations_untouched(webui_servers, broke
             r = post_img2img(server, steps=STEPS, refiner_checkpoint=rand, refiner_switch_at=0.5, **extra)
             image = one_image(r)
             params = response_info(r).get("extra_generation_params", {})
-            assert str(params.get("Refiner", "")).startswith("sd1_rand"), f"{kind}: the refiner did not switch in: {params}"
+            assert str(params.get("Refiner", "")).startswith(rand), f"{kind}: the refiner did not switch in: {params}"
             assert not images_equal(image, unrefined), f"{kind}: the refiner changed nothing"
             if kind == "DD":
                 assert max_change(image, init, LEFT) == 0, "the zero half must stay the input with a refiner too"
@@ -776,7 +777,7 @@ def test_model_switch_between_jobs(sd1_server):
     r = post_img2img(server, steps=STEPS, alwayson_scripts=dd_dict(map=HALVES_B64),
                      override_settings={"sd_model_checkpoint": rand})
     switched = one_image(r)
-    assert response_info(r)["sd_model_name"] == "sd1_rand"
+    assert response_info(r)["sd_model_name"] == rand
     assert max_change(switched, init, LEFT) == 0, "zero half changed on sd1_rand"
     assert mean_change(switched, base.dd, RIGHT) > 3, "sd1_rand gave sd1_graded's picture"
     # Twice on the switched model (the second primed): reproducible there too.
@@ -785,7 +786,7 @@ def test_model_switch_between_jobs(sd1_server):
     assert max_change(again, init, LEFT) == 0
     # Back (the request without override reloads sd1_graded).
     back = with_dd(server)
-    assert response_info(post_img2img(server, steps=2))["sd_model_name"] == "sd1_graded"
+    assert response_info(post_img2img(server, steps=2))["sd_model_name"] == server.model_name("sd1_graded")
     FIGURES.append(f"model switch sd1_graded -> sd1_rand -> back: {time.monotonic() - t0:.1f}s")
     assert max_change(back, init, LEFT) == 0
     assert images_equal(back, base.dd), f"max {max_change(back, base.dd)}"
