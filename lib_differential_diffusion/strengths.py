@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
 from .args import DifferentialDiffusionArgs
 from .fan import fan_map
@@ -94,13 +94,14 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     if box_factor > 1:
         near_kept = near_kept.resize(kept_image.size, Image.BILINEAR)
     # Weight of the original: 1 on kept pixels, falling to 0 where the blurred mask is below 1/2.
-    original_weight = np.asarray(near_kept, dtype=np.uint16) * 2
-    np.minimum(original_weight, 255, out=original_weight)
-    original_weight[kept_box] = 255
-    mixed = Image.composite(_rgb(original).crop(box), _rgb(generated).crop(box), Image.fromarray(original_weight.astype(np.uint8), "L"))
+    original_weight = ImageChops.lighter(near_kept.point(_DOUBLED), kept_image)
     result = _rgb(generated).copy()
-    result.paste(mixed, box[:2])
+    # One masked paste: copies where the weight is 255, skips 0, mixes only the ramp.
+    result.paste(_rgb(original).crop(box), box[:2], original_weight)
     return result
+
+
+_DOUBLED = [min(255, 2 * value) for value in range(256)]  # a lookup table for Image.point
 
 
 def _rgb(image: Image.Image) -> Image.Image:
