@@ -46,11 +46,13 @@ SAMPLERS = [
 _PROFILE = current_profile()
 HOST_SAMPLERS = SAMPLERS + [s for s in (_PROFILE.extra_samplers if _PROFILE else ()) if s not in SAMPLERS]
 TIMESTEP_SAMPLERS = {"DDIM", "DDIM CFG++", "PLMS", "UniPC"}
-# DPM adaptive is left out of the per-sampler runs: its step count is its own, and on the
-# random-ish test model one run took 0.35 s in some suites and ran away (1500+ iterations) in
-# another, poisoning the server for the tests after it. Measured by hand on v1.10.1: all-ones ==
-# plain, all-zeros == input, uniform == plain, each bit for bit.
-RUN_SAMPLERS = [s for s in HOST_SAMPLERS if s != "DPM adaptive"]
+# Adaptive solvers are left out of the per-sampler runs: their step count is their own error
+# control's, and on the random-ish test models a run can run away (DPM adaptive: 0.35 s in some
+# suites, 1500+ iterations in another, poisoning the server for the tests after it; reForge's
+# ODE (Dopri5) sat at its first of 100 solve steps for minutes). Measured by hand on v1.10.1
+# for DPM adaptive: all-ones == plain, all-zeros == input, uniform == plain, each bit for bit.
+ADAPTIVE_SAMPLERS = {"DPM adaptive", "ODE (Bosh3)", "ODE (Fehlberg2)", "ODE (Adaptive Heun)", "ODE (Dopri5)", "ODE Custom"}
+RUN_SAMPLERS = [s for s in HOST_SAMPLERS if s not in ADAPTIVE_SAMPLERS]
 # The extension starts sampling at the map's largest strength except for these samplers
 # (README "Speed"); a uniform map is then plain img2img at its strength, bit for bit.
 NO_STEP_SKIP = {"UniPC"}
