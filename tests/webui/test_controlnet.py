@@ -29,7 +29,7 @@ import pytest
 
 from webui.host import (GENERATED_CHECKPOINTS, MEASUREMENTS, ServerSpec, decode_images, images_equal, make_init_image,
                         make_map_image, max_change, mean_change, png_b64, post_img2img)
-from webui.test_extension import assert_dd_in_infotext, assert_ok, dd, image_rgb
+from webui.test_extension import assert_dd_in_infotext, assert_ok, dd, image_rgb, last_run
 
 pytestmark = pytest.mark.webui
 
@@ -118,12 +118,14 @@ def with_unit(model: str, image, extra: dict | None = None) -> dict:
 def test_controlnet_unit_changes_output_and_all_ones_map_is_plain(cn_server, cn_model):
     init = make_init_image(64, 64)
     t0 = time.monotonic()
-    plain = decode_images(assert_ok(post_img2img(cn_server, init_image=init, prime=True, **RUN)))[0]
+    # Without the unit only to show that the unit matters (no exact comparison: no priming run).
+    plain = decode_images(assert_ok(post_img2img(cn_server, init_image=init, **RUN)))[0]
     r_cn = assert_ok(post_img2img(cn_server, init_image=init, prime=True, alwayson_scripts=with_unit(cn_model, init), **RUN))
     cn = decode_images(r_cn)[0]
     ones = assert_ok(post_img2img(cn_server, init_image=init, prime=True, **RUN,
                                   alwayson_scripts=with_unit(cn_model, init, dd(make_map_image(kind="constant", high=255)))))
     assert_dd_in_infotext(ones)
+    assert not last_run(cn_server)["active"], "an all-white map pins no pixel: the engine must stay out of the way"
     out = decode_images(ones)[0]
     unit_effect = mean_change(image_rgb(cn), image_rgb(plain))
     measure(f"ControlNet (random SD1.5, module none, weight 1): unit vs no unit mean {unit_effect:.2f} max {max_change(image_rgb(cn), image_rgb(plain))}; "
