@@ -143,7 +143,8 @@ PROFILES = {
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
         lacks=(_SD15_ONLY,
                ("sdxl", "builds SDXL's CLIP-L and CLIP-G at full size from fixed configs: the fixtures' small SDXL pair does not load"),
-               ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')"))),
+               ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')")),
+        extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
