@@ -168,7 +168,14 @@ PROFILES = {
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
         lacks=(_SD15_ONLY,
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
-               ("sd3", "has no SD3 support"))),
+               ("sd3", "has no SD3 support")),
+        # Its own list: schedulers are part of the sampler names (no p.scheduler).
+        extra_samplers=(
+            "DPM++ 2M Karras", "DPM++ SDE Karras", "DPM++ 2M SDE Exponential", "DPM++ 2M SDE Karras",
+            "DPM++ 2M SDE Heun Karras", "DPM++ 2M SDE Heun Exponential", "DPM++ 3M SDE Karras", "DPM++ 3M SDE Exponential",
+            "LMS Karras", "DPM2 Karras", "DPM2 a Karras", "DPM++ 2S a Karras", "DDPM", "DDPM Karras", "Euler A Turbo",
+            "DPM++ 2M Turbo", "DPM++ 2M SDE Turbo", "LCM Karras", "Euler SGMUniform", "Euler A SGMUniform",
+            "DPM++ 2M SGMUniform", "DPM++ 2M SDE SGMUniform")),
     "neo": HostProfile(
         "neo", "Forge Neo", (*_FORGE_ARGS, "--cpu"), ckpt_dir_flag="--ckpt-dirs", ckpt_flag=None,
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
