@@ -116,6 +116,8 @@ CAPABILITIES = {
     "graded": "the graded fixtures (sd1_graded): how much an image changes is meaningful",
     "sdxl": "the fixtures' SDXL base and refiner",
     "sd3": "the generated SD3 checkpoint (flow matching)",
+    "cfg_from_first_call": "CFG on every model call unless skip early CFG asks otherwise (a pixel released mid-run "
+                           "then takes its first step as plain img2img takes its own)",
 }
 
 _FORGE_ARGS = ("--skip-prepare-environment", "--skip-python-version-check", "--skip-torch-cuda-test", "--skip-version-check")
@@ -168,7 +170,10 @@ PROFILES = {
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
         lacks=(_SD15_ONLY,
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
-               ("sd3", "has no SD3 support")),
+               ("sd3", "has no SD3 support"),
+               ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
+                                       "(`0 <= step/total <= skip`), so a pixel released mid-run takes its first step with CFG "
+                                       "where plain img2img's first step has none (README, Limits)")),
         # Its own list: schedulers are part of the sampler names (no p.scheduler).
         extra_samplers=(
             "DPM++ 2M Karras", "DPM++ SDE Karras", "DPM++ 2M SDE Exponential", "DPM++ 2M SDE Karras",

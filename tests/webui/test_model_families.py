@@ -63,6 +63,7 @@ def compare_released_with_plain(server, family: str, extra_noise: float, value8:
     assert diff <= 1, f"{family}: released pixels did not start where img2img starts (max diff {diff})"
 
 
+@pytest.mark.needs("cfg_from_first_call")
 @pytest.mark.parametrize("extra_noise", [0.0, 0.3])
 def test_sd1_released_pixels_start_where_img2img_starts(sd1_server, extra_noise):
     released_like_plain(sd1_server, "SD1", extra_noise)
