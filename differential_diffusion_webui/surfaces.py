@@ -110,10 +110,12 @@ SURFACES: tuple[Surface, ...] = (
     *(
         Surface("option", f"modules.shared.opts.{name}")
         for name in (
-            "img2img_fix_steps", "img2img_extra_noise", "skip_early_cond", "refiner_switch_by_sample_steps",
+            "img2img_fix_steps", "img2img_extra_noise", "skip_early_cond",
             "img2img_background_color", "enable_pnginfo", "samples_format",
         )
     ),  # fmt: skip
+    Surface("option", "modules.shared.opts.refiner_switch_by_sample_steps", why="read with a default of off",
+            hosts=("a1111", "forge", "reforge", "neo")),
     Surface("option", "modules.shared.opts.s_min_uncond_all", why="read with a default of off", hosts=("a1111", "forge", "reforge", "neo")),
     Surface("class", "modules.ui_components.InputAccordion", ("value",)),
     Surface("module", "cv2", why="the host's own mask blur (cv2.GaussianBlur)"),

@@ -974,9 +974,10 @@ def script_info(server, name: str) -> dict:
 
 def script_args(server, name: str, **by_label) -> list:
     """A script's ``script_args``: each argument at its default, or the value given for its label
-    (underscores stand for spaces; dropdowns and radios of type "index" need the index)."""
-    given = {label.replace("_", " "): value for label, value in by_label.items()}
-    args = [given.pop(arg.get("label"), arg.get("value")) for arg in script_info(server, name)["args"]]
+    (underscores stand for spaces, any case: Forge Classic capitalises "Tile Overlap"; dropdowns
+    and radios of type "index" need the index)."""
+    given = {label.replace("_", " ").lower(): value for label, value in by_label.items()}
+    args = [given.pop(str(arg.get("label")).lower(), arg.get("value")) for arg in script_info(server, name)["args"]]
     assert not given, f"{name}: no argument labelled {sorted(given)}"
     return args
 

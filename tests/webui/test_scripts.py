@@ -91,6 +91,8 @@ def test_loopback_keeps_the_zero_region_the_original_across_loops(sd1_server):
     ("outpainting mk2", 64, 128, 128),
 ])
 def test_outpainting_scripts_refuse_a_map_and_take_the_inpaint_mask(sd1_server, script, expand, width, result_width):
+    if not [s for s in sd1_server.get("/sdapi/v1/script-info").json() if s["name"] == script and s["is_img2img"]]:
+        pytest.skip(f"the host has no {script!r} script (Forge Classic removed both)")
     init = make_init_image(64, 64)
     title = script_info(sd1_server, script)["name"]
     args = script_args(sd1_server, script, Pixels_to_expand=expand, Outpainting_direction=["right"])
