@@ -181,6 +181,11 @@ class DifferentialDiffusion:
         """``forward(x, level, *args, **kwargs)`` with the blend around it."""
 
         def forward_with_blend(x: torch.Tensor, level: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            if x.shape[-2:] != self.init_latent.shape[-2:]:
+                # A call at another resolution (samplers that resample the latent inside a step,
+                # e.g. reForge's SMEA ones): no pixel of it is ours to pin. The next call at the
+                # run's resolution pins them again; finalize keeps never-released pixels exact.
+                return forward(x, level, *args, **kwargs)
             level_rows = level if isinstance(level, torch.Tensor) else torch.full((x.shape[0],), float(level))
             pinned = self.before_call(x, level_rows)
             prediction = forward(x, level, *args, **kwargs)

@@ -173,6 +173,31 @@ def test_blend_acts_before_the_cfg_row_layout(denoiser):
     assert torch.equal(result[1], plain[1])
 
 
+def test_a_call_at_another_resolution_passes_through(denoiser):
+    """Samplers that resample the latent inside a step (reForge's SMEA ones) call the model at
+    another size: the blend leaves such a call alone, and an all-zeros map still returns the input."""
+    init, noise = latents()
+    levels = SigmaLevels(lambda n: denoiser.get_sigmas(n))
+    engine = DifferentialDiffusion(pixel_strengths=uniform(0.0), init_latent=init, noise=noise, levels=levels, steps=10, run_strength=1.0)
+    sigmas = denoiser.get_sigmas(10)
+    seen = []
+
+    def resampling_forward(x, sigma):
+        seen.append(tuple(x.shape[-2:]))
+        big = torch.nn.functional.interpolate(x, scale_factor=1.25, mode="nearest")
+        inner = torch.nn.functional.interpolate(blended(big, sigma), size=x.shape[-2:], mode="nearest")
+        return (denoiser(x, sigma) + inner) / 2
+
+    blended = engine.wrap(lambda x, sigma: x * 0 + x.mean())
+    outer = engine.wrap(resampling_forward)
+    import k_diffusion.sampling as sampling
+
+    with torch.no_grad():
+        result = engine.finalize(sampling.sample_euler(outer, init + noise * sigmas[0], sigmas, disable=True))
+    assert seen and all(shape == tuple(init.shape[-2:]) for shape in seen)
+    assert torch.equal(result, init)
+
+
 # --- release schedule ---------------------------------------------------------
 
 
