@@ -25,6 +25,7 @@ HOSTS = ("a1111", "forge", "reforge", "classic", "neo")
 (lllyasviel), reForge (Panchovix), Forge Classic and Forge Neo (Haoming02)."""
 
 FORGE_CANVAS_HOSTS = ("forge", "neo")  # the init image is a ForgeCanvas, not a gr.Image
+NOT_CLASSIC = ("a1111", "forge", "reforge", "neo")  # Classic lacks these (name-less callbacks, lib_xyz classes, PIL batch reads)
 _ALL = HOSTS
 
 
@@ -91,7 +92,7 @@ SURFACES: tuple[Surface, ...] = (
     Surface("function", "modules.processing.create_binary_mask", ("image", "round")),
     Surface("function", "modules.processing.create_infotext", ("p", "all_prompts", "all_seeds", "all_subseeds", "comments", "iteration", "position_in_batch")),
     *(
-        Surface("function", f"modules.script_callbacks.{name}", ("callback", "name"), hosts=("a1111", "forge", "reforge", "neo"))
+        Surface("function", f"modules.script_callbacks.{name}", ("callback", "name"), hosts=NOT_CLASSIC)
         for name in ("on_ui_settings", "on_before_ui", "on_app_started", "on_script_unloaded")
     ),
     *(
@@ -115,17 +116,17 @@ SURFACES: tuple[Surface, ...] = (
         )
     ),  # fmt: skip
     Surface("option", "modules.shared.opts.refiner_switch_by_sample_steps", why="read with a default of off",
-            hosts=("a1111", "forge", "reforge", "neo")),
-    Surface("option", "modules.shared.opts.s_min_uncond_all", why="read with a default of off", hosts=("a1111", "forge", "reforge", "neo")),
+            hosts=NOT_CLASSIC),
+    Surface("option", "modules.shared.opts.s_min_uncond_all", why="read with a default of off", hosts=NOT_CLASSIC),
     Surface("class", "modules.ui_components.InputAccordion", ("value",)),
     Surface("module", "cv2", why="the host's own mask blur (cv2.GaussianBlur)"),
     # --- global patches, undone on script unload ------------------------------------------
     Surface("global patch", "modules.img2img.process_batch", ("p",), "tag batch-tab inputs with their file path"),
     Surface("global patch", "modules.images.read", ("fp",), "patched only while process_batch runs (Classic reads with PIL: no map folders)",
-            hosts=("a1111", "forge", "reforge", "neo")),
+            hosts=NOT_CLASSIC),
     Surface("global patch", "modules.images.split_grid", ("image", "tile_w", "tile_h", "overlap"), "tag tiles of tiled upscaling with their place"),
     # --- X/Y/Z plot (a script whose module is found through scripts_data) ---------------------
-    Surface("xyz", "AxisOptionImg2Img", ("label", "type", "apply"), "the extension's axes", hosts=("a1111", "forge", "reforge", "neo")),
+    Surface("xyz", "AxisOptionImg2Img", ("label", "type", "apply"), "the extension's axes", hosts=NOT_CLASSIC),
     Surface("class", "lib_xyz.classes.AxisOptionImg2Img", ("label", "type", "apply"), "Classic's X/Y/Z keeps its classes here", hosts=("classic",)),
     Surface("xyz", "axis_options"),
     # --- UI (checked when the UI is built) --------------------------------------------------

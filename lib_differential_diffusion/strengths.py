@@ -95,7 +95,7 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
         near_kept = near_kept.resize(kept_image.size, Image.BILINEAR)
     # Weight of the original: 1 on kept pixels, falling to 0 where the blurred mask is below 1/2.
     original_weight = ImageChops.lighter(near_kept.point(_DOUBLED), kept_image)
-    result = _rgb(generated).copy()
+    result = generated.copy() if generated.mode == "RGB" else generated.convert("RGB")
     # One masked paste: copies where the weight is 255, skips 0, mixes only the ramp.
     result.paste(_rgb(original).crop(box), box[:2], original_weight)
     return result

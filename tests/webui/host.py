@@ -544,12 +544,7 @@ class WebUIServer:
 
     def nan_samples_since_start(self) -> bool:
         """Whether this start's log shows the host casting NaN samples to pixels (black images)."""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(self._log_start)
-                return NAN_SAMPLES_WARNING.encode() in log.read()
-        except OSError:
-            return False
+        return self._logged_since_start(NAN_SAMPLES_WARNING)
 
     def _start_once(self, timeout: float):
         self._prepare_data_dir()

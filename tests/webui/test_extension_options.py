@@ -156,7 +156,8 @@ def test_sampling_options_keep_working(sd1_server, case):
     # The host never restores an override of a key its config file lacks (these three).
     with options_set_back(sd1_server, extra.get("override_settings", {})) as before:
         sampling_option_case(sd1_server, case, extra)
-    assert {key: sd1_server.get("/sdapi/v1/options").json()[key] for key in before} == before
+    after = sd1_server.get("/sdapi/v1/options").json()
+    assert {key: after[key] for key in before} == before
 
 
 def sampling_option_case(sd1_server, case: str, extra: dict) -> None:
