@@ -25,9 +25,11 @@ def test_sd1_plain_img2img_is_deterministic(sd1_server):
         (img,) = decode_images(r)
         assert img.size == (64, 64)
         runs.append(img)
-    # Run 1 follows a request with another seed (A1111's VAE encode draws from the global torch
-    # RNG that the previous request left; see post_img2img(prime=...)): at most a hair apart.
-    assert max_change(runs[0], runs[1]) <= 2
+    # Run 1 follows a request with another seed (the VAE encode draws from the global torch RNG
+    # that the previous request left; see post_img2img(prime=...)): at most a hair apart where
+    # the host's encode draws little from it.
+    if not sd1_server.host.profile.cannot("steady_encode"):
+        assert max_change(runs[0], runs[1]) <= 2
     # Runs 2 and 3 follow an identical request: bit-for-bit equal.
     assert images_equal(runs[1], runs[2]), f"max diff {max_change(runs[1], runs[2])}"
     # sanity: the graded model changes a 0.5-strength image noticeably, but not totally
