@@ -34,7 +34,7 @@ async function main() {
     step(`goto ${cfg.url}`);
     await page.goto(cfg.url, { waitUntil: 'domcontentloaded', timeout });
     // A1111 is ready when its top tab bar exists (gradio builds the page in JS).
-    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/ });
+    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/i });
     await tabButton.first().waitFor({ state: 'visible', timeout });
     step('ui loaded');
     await page.screenshot({ path: path.join(cfg.outDir, 'txt2img.png') });

@@ -98,15 +98,31 @@ async function waitSent(page) {
   await page.waitForFunction(() => window.DifferentialDiffusionDraw.editor.isSent(), null, { timeout: 30000 });
 }
 
+// The page's inpaint canvas: gradio 3's sketch (drawn on its "interface" canvas, the mask kept in
+// its "mask" canvas) or a ForgeCanvas (gradio 4 Forge: one drawing canvas holds the strokes).
+const MASK_CANVAS = '#img2maskimg canvas[key="interface"], #img2maskimg canvas.forge-drawing-canvas';
+const MASK_DATA = '#img2maskimg canvas[key="mask"], #img2maskimg canvas.forge-drawing-canvas';
+
+// How many pixels of the page's inpaint mask are painted.
+function paintedPixels(page) {
+  return page.evaluate((selector) => {
+    const mask = document.querySelector(selector);
+    const data = mask.getContext('2d').getImageData(0, 0, mask.width, mask.height).data;
+    let painted = 0;
+    for (let i = 3; i < data.length; i += 4) painted += data[i] > 0 ? 1 : 0;
+    return { painted, total: mask.width * mask.height };
+  }, MASK_DATA);
+}
+
 async function inpaintPhase(page) {
   const inpaint = result.inpaint = {
-    mapBefore: null, mapStretched: null, maskPixels: null, editorAfterKeys: null, mapBack: null, backEqual: null, error: null,
+    mapBefore: null, mapStretched: null, maskPixels: null, maskPixelsAfterKeys: null, editorAfterKeys: null, mapBack: null, backEqual: null, error: null,
   };
   const before = await editorState(page, true);
   inpaint.mapBefore = { width: before.width, height: before.height };
   await page.locator('#mode_img2img .tab-nav button').filter({ hasText: /^\s*Inpaint\s*$/ }).first().click();
   await page.locator('#img2maskimg input[type=file]').first().setInputFiles(cfg.inpaintImage);
-  await page.locator('#img2maskimg canvas[key="interface"]').first().waitFor({ state: 'visible' });
+  await page.locator(MASK_CANVAS).first().waitFor({ state: 'visible' });
   await page.waitForFunction(([w, h]) => {
     const d = window.DifferentialDiffusionDraw.editor.doc;
     return d.width === w && d.height === h;
@@ -118,13 +134,16 @@ async function inpaintPhase(page) {
   await shot(page, 'inpaint_editor', `#${P}_draw_editor .dd-draw`);
 
   // The page's own inpaint brush still paints its mask; keys over it are not the editor's.
-  const canvas = page.locator('#img2maskimg canvas[key="interface"]').first();
+  const canvas = page.locator(MASK_CANVAS).first();
   await canvas.scrollIntoViewIfNeeded();
   const box = await canvas.boundingBox();
   await page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.3);
   await page.mouse.down();
   await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.6, { steps: 12 });
   await page.mouse.up();
+  await page.waitForTimeout(300);
+  // Counted before the keys below: a ForgeCanvas takes Ctrl+Z as its own undo (the keys are the page's).
+  inpaint.maskPixels = await paintedPixels(page);
   // The editor may keep the focus (clicking the page's canvas does not take it); keys over the
   // page's canvas stay the page's all the same.
   const stateBefore = await editorState(page, false);
@@ -139,23 +158,17 @@ async function inpaintPhase(page) {
   await page.keyboard.press('Control+z');
   await page.keyboard.press('r');
   await page.waitForTimeout(500);
-  inpaint.maskPixels = await page.evaluate(() => {
-    const mask = document.querySelector('#img2maskimg canvas[key="mask"]');
-    const data = mask.getContext('2d').getImageData(0, 0, mask.width, mask.height).data;
-    let painted = 0;
-    for (let i = 3; i < data.length; i += 4) painted += data[i] > 0 ? 1 : 0;
-    return { painted, total: mask.width * mask.height };
-  });
+  inpaint.maskPixelsAfterKeys = await paintedPixels(page);
   const afterKeys = await editorState(page, false);
   inpaint.editorAfterKeys = {
     focusInEditor, brushSizeBefore: sizeBefore, brushSize: afterKeys.brushSize, undo: afterKeys.undo, undoBefore: stretched.undo,
     toolBefore: stateBefore.tool, tool: afterKeys.tool,
   };
-  step(`inpaint mask stroke: ${JSON.stringify(inpaint.maskPixels)}; editor after "]"/Ctrl+Z over it: ${JSON.stringify(inpaint.editorAfterKeys)}`);
+  step(`inpaint mask stroke: ${JSON.stringify(inpaint.maskPixels)} (after the keys: ${JSON.stringify(inpaint.maskPixelsAfterKeys)}); editor after "]"/Ctrl+Z over it: ${JSON.stringify(inpaint.editorAfterKeys)}`);
   await shot(page, 'inpaint_canvas', '#img2maskimg');
 
   // Back to the img2img sub-tab: its init image's size again, the drawing as it was.
-  await page.locator('#mode_img2img .tab-nav button').filter({ hasText: /^\s*img2img\s*$/ }).first().click();
+  await page.locator('#mode_img2img .tab-nav button').filter({ hasText: /^\s*img2img\s*$/i }).first().click();
   await page.waitForFunction((w) => window.DifferentialDiffusionDraw.editor.doc.width === w, before.width, { timeout: 30000 }).catch(() => {});
   const back = await editorState(page, true);
   inpaint.mapBack = { width: back.width, height: back.height, undo: back.undo };
@@ -169,7 +182,7 @@ async function main() {
   try {
     step(`goto ${cfg.url}`);
     await page.goto(cfg.url, { waitUntil: 'domcontentloaded', timeout });
-    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/ });
+    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/i });
     await tabButton.first().waitFor({ state: 'visible', timeout });
     await tabButton.first().click();
     await page.locator('#tab_img2img').waitFor({ state: 'visible', timeout });

@@ -212,7 +212,7 @@ async function main() {
   try {
     step(`goto ${cfg.url}`);
     await page.goto(cfg.url, { waitUntil: 'domcontentloaded', timeout });
-    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/ });
+    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/i });
     await tabButton.first().waitFor({ state: 'visible', timeout });
     await tabButton.first().click();
     await page.locator('#tab_img2img').waitFor({ state: 'visible', timeout });

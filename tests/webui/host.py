@@ -118,6 +118,8 @@ CAPABILITIES = {
     "sd3": "the generated SD3 checkpoint (flow matching)",
     "steady_encode": "an img2img request after one with another seed differs by a hair at most (the VAE encode's "
                      "draw from the global torch RNG barely shows)",
+    "survives_failed_model_load": "a refiner that fails to load inside sampling fails that request only",
+    "soft_inpainting": "soft inpainting changes the masked area (its final composite keeps the inpainted pixels)",
     "cfg_from_first_call": "CFG on every model call unless skip early CFG asks otherwise (a pixel released mid-run "
                            "then takes its first step as plain img2img takes its own)",
 }
@@ -126,6 +128,7 @@ _FORGE_ARGS = ("--skip-prepare-environment", "--skip-python-version-check", "--s
 _SD15_ONLY = ("graded", "loads SD1 only in the SD1.5 layout (320-channel UNet, full-size VAE and CLIP-L), so a random-weight "
                         "stand-in replaces sd1_graded: how much an image changes means nothing there")
 _SD15_STAND_INS = (("sd1_graded", "sd15"), ("sd1_rand", "sd15_b"))
+_SOFT_NO_OP = ("soft_inpainting", "soft inpainting returns the input image unchanged (a known host no-op, Forge issue #490)")
 _ENCODE_DRAWS = ("steady_encode", "its VAE encode draws visibly from the global torch RNG: a request after one with another "
                                   "seed differs by up to 45/255 (measured; the harness primes where it compares, "
                                   "post_img2img(prime=...))")
@@ -148,14 +151,18 @@ PROFILES = {
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
-        lacks=(_SD15_ONLY, _ENCODE_DRAWS,
+        lacks=(_SD15_ONLY, _ENCODE_DRAWS, _SOFT_NO_OP,
+               ("survives_failed_model_load", "a refiner that fails to load leaves it without a model: every later request "
+                                              "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
+                                              "without the extension (measured with plain requests); it also renames the file "
+                                              "to .corrupted"),
                ("sdxl", "builds SDXL's CLIP-L and CLIP-G at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')")),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
-        lacks=(_SD15_ONLY,
+        lacks=(_SD15_ONLY, _SOFT_NO_OP,
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
         extra_samplers=(
@@ -328,6 +335,10 @@ def free_port() -> int:
 def _session() -> requests.Session:
     s = requests.Session()
     s.trust_env = False  # never route loopback traffic through a proxy from the environment
+    # A connection per request: on Forge (newer Starlette) every API error is re-raised to the ASGI
+    # server after its JSON answer went out, and the server then drops the kept-alive connection, so
+    # the next request on it would meet a reset (the host's behaviour, with or without the extension).
+    s.headers["Connection"] = "close"
     return s
 
 
@@ -504,7 +515,11 @@ class WebUIServer:
         args = [str(h.python), "launch.py", *profile.launch_args, "--api",
                 "--server-name", "127.0.0.1", "--port", str(self.port),
                 profile.ckpt_dir_flag, str(ckpt_dir), *((profile.ckpt_flag, str(ckpt)) if profile.ckpt_flag else ()),
-                "--data-dir", str(self.data_dir)]
+                "--data-dir", str(self.data_dir),
+                # The WebUI's own files (script.js, javascript/) are served from its tree: a normal
+                # install has its data there, and gradio 4 (Forge, Neo) answers 403 outside the
+                # allowed paths, which default to the data dir only.
+                "--gradio-allowed-path", str(h.root)]
         if not self.spec.ui:
             args.append("--nowebui")
         args.extend(self.spec.extra_args)

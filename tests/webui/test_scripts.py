@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from webui.host import (MEASUREMENTS, SCRIPT_TITLE, decode_images, make_init_image, make_map_image, max_change,
+from webui.host import (MEASUREMENTS, SCRIPT_TITLE, decode_images, images_equal, make_init_image, make_map_image, max_change,
                         mean_change, post_img2img, response_info, script_args, script_info)
 from webui.test_extension import assert_ok, dd
 
@@ -124,4 +124,12 @@ def test_soft_inpainting_together_keeps_only_its_final_composite(sd1_server):
     measure(f"soft inpainting (mask right half, blur 4): alone changes the zero-mask columns by max {max_change(soft_only, init, box=kept)}; "
             f"with DD those columns max {max_change(both, init, box=kept)}, masked half vs DD alone mean {mean_change(both, dd_only, box=(36, 0, 64, 64)):.2f}")
     assert max_change(both, init, box=kept) == 0
-    assert mean_change(both, init, box=(36, 0, 64, 64)) > 2
+    no_op = sd1_server.host.profile.cannot("soft_inpainting")
+    if no_op:
+        # The host's soft inpainting returns the input everywhere (its final composite pastes the
+        # original over the whole result): ours leaves that composite to it, so the result is what
+        # soft inpainting alone gives there, the input, not a result of its own.
+        assert images_equal(soft_only, init), f"{no_op}, yet soft inpainting alone changed max {max_change(soft_only, init)}"
+        assert images_equal(both, soft_only), f"max diff {max_change(both, soft_only)}"
+    else:
+        assert mean_change(both, init, box=(36, 0, 64, 64)) > 2
