@@ -2,7 +2,8 @@
 
     python3 benchmarks/host_speed.py --url http://127.0.0.1:7860 [--runs 5] [--sizes 64 512]
 
-Per size, interleaved so drifts hit every case alike (Euler, 20 steps):
+Per size, interleaved so drifts hit every case alike, every other round in reverse order
+(Euler, 20 steps):
 
 * plain img2img at strength 1 vs a 0..1 band map at strength 1: the same model calls
   (the map reaches white, so nothing is skipped); the ratio is the extension's own cost.
@@ -82,8 +83,11 @@ def main() -> None:
 
         for name in cases:  # warm-up
             run(name)
-        for _ in range(args.runs):
-            for name in cases:
+        names = list(cases)
+        for round_index in range(args.runs):
+            # Every other round in reverse: no case always follows the same other case (an earlier
+            # measurement had every DD case faster than its plain reference, 0.87-0.96: an order effect).
+            for name in (names if round_index % 2 == 0 else names[::-1]):
                 times[name].append(run(name))
         median = {name: statistics.median(values) for name, values in times.items()}
         print(f"{size}x{size}, Euler, {STEPS} steps, medians of {args.runs} interleaved runs:")
