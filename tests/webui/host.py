@@ -804,6 +804,15 @@ def decode_images(response) -> list[Image.Image]:
     return [b64_image(s) for s in js.get("images") or []]
 
 
+def api_error_message(body: dict) -> str:
+    """The message of a WebUI API error answer: A1111 puts str(exception) in "errors", Forge's
+    API-only app in "message" (both give the exception's ``detail`` as "detail")."""
+    for key in ("errors", "message"):
+        if body.get(key):
+            return str(body[key])
+    return str(body.get("detail", ""))
+
+
 def response_info(response) -> dict:
     js = response.json() if hasattr(response, "json") else response
     info = js.get("info")

@@ -29,7 +29,7 @@ from PIL import Image, PngImagePlugin
 from lib_differential_diffusion.args import SETTINGS
 from test_hostile_inputs import Case, b64, hostile_corpus, png_bomb
 from webui import host as _host
-from webui.host import (SCRIPT_TITLE, ServerSpec, decode_images, images_equal, img2img_payload, make_init_image,
+from webui.host import (SCRIPT_TITLE, ServerSpec, api_error_message, decode_images, images_equal, img2img_payload, make_init_image,
                         make_map_image, max_change, mean_change, png_b64, post_img2img, response_info)
 
 pytestmark = pytest.mark.webui
@@ -306,7 +306,7 @@ def check_answer(case: Case, response: requests.Response) -> str | None:
     if response.status_code != case.status:
         return f"{case.kind} ({case.note}): expected {case.status}, got {response.status_code}: {str(body)[:300]}"
     if case.status == 422:
-        errors = str(body.get("errors", ""))
+        errors = api_error_message(body)
         if not errors.startswith(case.message_prefix):
             return f"{case.kind} ({case.note}): message {errors[:200]!r} does not start with {case.message_prefix!r}"
         if body.get("error") != "ArgumentsRefused":
@@ -346,7 +346,7 @@ def test_fuzz_barrage_refuses_cleanly_and_leaves_later_generations_untouched(sd1
         answers[f"shape:{name}"][response.status_code] += 1
         if response.status_code != status:
             problems.append(f"request shape {name}: expected {status}, got {response.status_code}: {response.text[:200]}")
-        elif status != 200 and str(response.json().get("errors", "")).startswith(f"{DD}: args:") != ours:
+        elif status != 200 and api_error_message(response.json()).startswith(f"{DD}: args:") != ours:
             problems.append(f"request shape {name}: {'not ' if ours else ''}answered by the extension: {response.text[:200]}")
     total = time.monotonic() - started
     requests_sent = sum(sum(c.values()) for c in answers.values())
@@ -379,7 +379,7 @@ def test_api_cannot_make_the_server_read_a_map_folder(sd1_server, tmp_path):
         positional = [True, None, "map", False, 1.0, 0.0, 0.0, 1.0, True, str(folder)]
         r = post_img2img(server, steps=2, init_images=[forged], alwayson_scripts=dd_scripts(*positional))
         body = r.json()
-        answers[folder.name] = (r.status_code, body.get("errors"))
+        answers[folder.name] = (r.status_code, api_error_message(body))
         if r.status_code == 200:
             kept = np.asarray(decode_images(body)[0], dtype=int) == np.asarray(init, dtype=int)
             assert not kept.all(axis=2)[9:30, 9:40].all(), "the server read the secret file and used it as the map"
@@ -513,12 +513,12 @@ def test_exception_inside_sampling_leaves_later_generations_untouched(webui_serv
     assert r.status_code == 500, r.text[:1000]
     # A1111's API middleware answers JSON; Forge's lets the exception reach the ASGI server (plain text).
     body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"error": "", "errors": r.text}
-    assert not str(body.get("errors", "")).startswith(DD), r.text[:500]
+    assert not api_error_message(body).startswith(DD), r.text[:500]
     # The traceback may reach the log after the answer (an ASGI server prints it once the response is out).
     log = wait_for_log(server, offset, ("apply_refiner", "differential_diffusion_webui/adapter.py"))
     assert "apply_refiner" in log and "differential_diffusion_webui/adapter.py" in log, (
         "expected the failure inside sampling, through the extension's denoiser wrapper:\n" + log[-3000:])
-    FIGURES.append(f"broken refiner: HTTP 500 {body.get('error')}: {str(body.get('errors'))[:80]}")
+    FIGURES.append(f"broken refiner: HTTP 500 {body.get('error')}: {api_error_message(body)[:80]}")
     assert server.alive
     base.assert_untouched("an exception inside sampling")
 
@@ -656,7 +656,7 @@ def test_xyz_cell_with_a_refused_value(sd1_server):
     assert images_equal(good, base.dd), f"max {max_change(good, base.dd)}"
     # X/Y/Z switches PIL's bomb check off process-wide (Image.MAX_IMAGE_PIXELS = None): ours still holds.
     r = post_img2img(server, steps=2, alwayson_scripts=dd_dict(map=b64(png_bomb(30000, 30000))))
-    assert r.status_code == 422 and "too large" in r.json()["errors"], r.text[:300]
+    assert r.status_code == 422 and "too large" in api_error_message(r.json()), r.text[:300]
     base.assert_untouched("a refused X/Y/Z value")
 
 
