@@ -162,6 +162,9 @@ PROFILES = {
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
+        # Its "stealth infotext" writes the infotext into the alpha channel's lowest bits of every saved
+        # image (on when config.json lacks the key), X/Y/Z cells included: the cells come back with alpha 254.
+        options=(("stealth_pnginfo_opt", "None"),),
         lacks=(_SD15_ONLY, _SOFT_NO_OP,
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
