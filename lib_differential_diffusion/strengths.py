@@ -87,14 +87,19 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     bottom, right = min(height, rows[-1] + 1 + reach), min(width, columns[-1] + 1 + reach)
     box = (left, top, right, bottom)
     kept_box = kept[top:bottom, left:right]
-    kept_image = Image.fromarray(kept_box.astype(np.uint8) * 255, "L")
     box_factor = factor if min(kept_box.shape) >= 2 * factor else 1
+    # In whole reduced pixels (padded with the edge's values), so stretching back is an exact
+    # 1:factor scale: a partial last block would shift the ramp by up to factor/2 pixels.
+    padded = np.pad(kept_box, ((0, -kept_box.shape[0] % box_factor), (0, -kept_box.shape[1] % box_factor)), mode="edge")
+    kept_image = Image.fromarray(padded.astype(np.uint8) * 255, "L")
     small = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
     near_kept = small.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER / box_factor))
     if box_factor > 1:
         near_kept = near_kept.resize(kept_image.size, Image.BILINEAR)
     # Weight of the original: 1 on kept pixels, falling to 0 where the blurred mask is below 1/2.
     original_weight = ImageChops.lighter(near_kept.point(_DOUBLED), kept_image)
+    if padded.shape != kept_box.shape:
+        original_weight = original_weight.crop((0, 0, kept_box.shape[1], kept_box.shape[0]))
     result = generated.copy() if generated.mode == "RGB" else generated.convert("RGB")
     # One masked paste: copies where the weight is 255, skips 0, mixes only the ramp.
     result.paste(_rgb(original).crop(box), box[:2], original_weight)

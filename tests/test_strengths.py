@@ -103,3 +103,20 @@ def test_preserve_confines_its_work_to_the_kept_box_and_the_ramp():
     ramp = weight[260 : 260 + reach]
     assert ramp[0] < 0.15 and ramp[-1] > 0.95 and np.all(np.diff(ramp) >= -0.02) and np.max(np.diff(ramp)) < 0.25
     assert preserve(generated, original, np.zeros_like(kept)) is generated
+
+
+def test_preserve_ramps_alike_on_both_sides_of_a_kept_band():
+    """The ramp is blurred at a quarter of the resolution and stretched back by exactly 4: a kept
+    band ramps out alike to its left and right wherever it starts and however wide it is (a
+    box cut mid-block stretched back by another scale shifted the far side's ramp: 124/255)."""
+    original, generated = Image.new("RGB", (160, 64), (0, 0, 0)), Image.new("RGB", (160, 64), (255, 255, 255))
+    worst = 0
+    for left in range(40, 48):
+        for width in range(9, 30):
+            kept = np.zeros((64, 160), bool)
+            kept[:, left:left + width] = True
+            row = pixels(preserve(generated, original, kept))[32, :, 0].astype(int)  # 0: original, 255: generated
+            before, after = row[left - 20:left][::-1], row[left + width:left + width + 20]
+            worst = max(worst, int(np.abs(before - after).max()))
+    # What remains is the quarter grid's phase against the band's edges.
+    assert worst <= 24, worst
