@@ -234,6 +234,12 @@ def _img2img_start_keys(strengths: torch.Tensor, steps: int, fix_steps: bool) ->
     return torch.where(strengths > 0, keys, torch.full_like(keys, -1)).long()
 
 
+def _steps_noisier_than(run_levels: list[float], start_level: float) -> int:
+    """How many run steps start noisier than a pixel's img2img start: the step it is released at
+    (``len(run_levels)``: never)."""
+    return sum(level > start_level for level in run_levels)
+
+
 def release_steps(
     pixel_strengths: torch.Tensor,
     levels: NoiseLevels,
@@ -262,9 +268,7 @@ def release_steps(
         if key < 0 or key > MAX_TOTAL_STEPS:
             continue
         start = Img2ImgStart(key, steps - 1) if fix_steps else Img2ImgStart(steps, key)
-        # Number of run steps whose state is noisier than the pixel's start.
-        start_level = levels.start_level(start)
-        count = sum(level > start_level for level in run_levels)
+        count = _steps_noisier_than(run_levels, levels.start_level(start))
         if count < len(run_levels):
             release_by_key[index] = count
     # index_select: a 1-D gather, several times faster on the CPU than advanced indexing.
@@ -294,12 +298,8 @@ def never_released(
         release = release_steps(torch.from_numpy(np.ascontiguousarray(strengths)).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=True)
         return (release == NEVER).numpy()
     run_levels = levels.step_levels(img2img_start(run_strength, steps, False)).tolist()  # plain floats: no tensor work per key
-
-    def key_released(key: int) -> bool:  # some run step is not noisier than the key's start (as release_steps counts)
-        start_level = levels.start_level(Img2ImgStart(steps, key))
-        return any(not level > start_level for level in run_levels)
-
-    first_released = next((key for key in range(steps) if key_released(key)), None)
+    first_released = next((key for key in range(steps)
+                           if _steps_noisier_than(run_levels, levels.start_level(Img2ImgStart(steps, key))) < len(run_levels)), None)
     if first_released is None:
         return np.ones(strengths.shape, dtype=bool)
 

@@ -992,11 +992,15 @@ def img2img_ok(server, **payload) -> tuple[list[Image.Image], dict]:
 
 # --------------------------------------------------------------------------- X/Y/Z plot
 
+def find_script_info(server, name: str) -> dict | None:
+    """The img2img script's entry of GET /sdapi/v1/script-info (its arguments, labels, defaults), if any."""
+    return next((s for s in server.get("/sdapi/v1/script-info").json() if s["name"] == name and s["is_img2img"]), None)
+
+
 def script_info(server, name: str) -> dict:
-    """The img2img script's entry of GET /sdapi/v1/script-info (its arguments, labels, defaults)."""
-    infos = [s for s in server.get("/sdapi/v1/script-info").json() if s["name"] == name and s["is_img2img"]]
-    assert infos, f"no img2img script {name!r} on this host"
-    return infos[0]
+    info = find_script_info(server, name)
+    assert info, f"no img2img script {name!r} on this host"
+    return info
 
 
 def script_args(server, name: str, **by_label) -> list:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from webui.host import (MEASUREMENTS, SCRIPT_TITLE, decode_images, images_equal, make_init_image, make_map_image, max_change,
+from webui.host import (MEASUREMENTS, SCRIPT_TITLE, decode_images, find_script_info, images_equal, make_init_image, make_map_image, max_change,
                         mean_change, post_img2img, response_info, script_args, script_info)
 from webui.test_extension import assert_ok, dd
 
@@ -91,10 +91,11 @@ def test_loopback_keeps_the_zero_region_the_original_across_loops(sd1_server):
     ("outpainting mk2", 64, 128, 128),
 ])
 def test_outpainting_scripts_refuse_a_map_and_take_the_inpaint_mask(sd1_server, script, expand, width, result_width):
-    if not [s for s in sd1_server.get("/sdapi/v1/script-info").json() if s["name"] == script and s["is_img2img"]]:
+    info = find_script_info(sd1_server, script)
+    if info is None:
         pytest.skip(f"the host has no {script!r} script (Forge Classic removed both)")
     init = make_init_image(64, 64)
-    title = script_info(sd1_server, script)["name"]
+    title = info["name"]
     args = script_args(sd1_server, script, Pixels_to_expand=expand, Outpainting_direction=["right"])
     common = dict(init_image=init, width=width, script_name=title, script_args=args)
     r = post_img2img(sd1_server, alwayson_scripts=dd(make_map_image(kind="halves")), **common)
