@@ -105,11 +105,27 @@ class HostProfile:
     lacks: tuple[tuple[str, str], ...] = ()
     # Samplers it lists beyond A1111 v1.10.1's: the per-sampler all-ones/all-zeros tests take them too.
     extra_samplers: tuple[str, ...] = ()
+    # (capability, stand-ins): a lack that goes away when each of these stand-ins is given by hand
+    # (GENERATED_CHECKPOINTS entries that name a file in their ``env`` variable).
+    lifted_by: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (stand-in, flags): launch flags for a server that starts on that stand-in.
+    stand_in_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-    def cannot(self, capability: str) -> str | None:
+    def cannot(self, capability: str, environ=None) -> str | None:
         """One-line skip reason when this host cannot do ``capability``, else None."""
         cause = dict(self.lacks).get(capability)
+        given = dict(self.lifted_by).get(capability)
+        if cause and given and all(stand_in_given(kind, environ) for kind in given):
+            return None
         return f"{self.title}: {cause}" if cause else None
+
+
+def stand_in_given(kind: str, environ=None) -> bool:
+    """Whether the GENERATED_CHECKPOINTS entry ``kind`` is given by its ``env`` variable (a file)."""
+    env = os.environ if environ is None else environ
+    name = GENERATED_CHECKPOINTS[kind].get("env")
+    given = env.get(name, "").strip() if name else ""
+    return bool(given) and Path(given).is_file()
 
 
 CAPABILITIES = {
@@ -128,6 +144,16 @@ _FORGE_ARGS = ("--skip-prepare-environment", "--skip-python-version-check", "--s
 _SD15_ONLY = ("graded", "loads SD1 only in the SD1.5 layout (320-channel UNet, full-size VAE and CLIP-L), so a random-weight "
                         "stand-in replaces sd1_graded: how much an image changes means nothing there")
 _SD15_STAND_INS = (("sd1_graded", "sd15"), ("sd1_rand", "sd15_b"))
+# Full-size SDXL base and refiner (random weights, made outside the project: 6.9 and 6.1 GB in fp16)
+# stand in for the fixtures' small pair on hosts that build SDXL's text encoders from fixed full-size
+# configs. Their weights stay in 16 bits (computed in fp32 on the CPU), so base and refiner fit a
+# 23 GB machine; the comparisons are within one server, so the storage type changes no proof.
+_SDXL_STAND_INS = (("sdxl_base_graded", "sdxl_full"), ("sdxl_refiner_graded", "sdxl_refiner_full"))
+_SDXL_FULL = dict(
+    lifted_by=(("sdxl", ("sdxl_full", "sdxl_refiner_full")),),
+    stand_in_args=(("sdxl_full", ("--unet-in-bf16", "--clip-in-fp16")),))
+_SDXL_FULL_ONLY = ("builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load "
+                   "(set SD_WEBUI_SDXL_CKPT and SD_WEBUI_SDXL_REFINER_CKPT to full-size ones)")
 _SOFT_NO_OP = ("soft_inpainting", "soft inpainting returns the input image unchanged (a known host no-op, Forge issue #490)")
 _ENCODE_DRAWS = ("steady_encode", "its VAE encode draws visibly from the global torch RNG: a request after one with another "
                                   "seed differs by up to 45/255 (measured; the harness primes where it compares, "
@@ -150,23 +176,23 @@ PROFILES = {
          "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check")),
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
         lacks=(_SD15_ONLY, _ENCODE_DRAWS, _SOFT_NO_OP,
                ("survives_failed_model_load", "a refiner that fails to load leaves it without a model: every later request "
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
                                               "without the extension (measured with plain requests); it also renames the file "
                                               "to .corrupted"),
-               ("sdxl", "builds SDXL's CLIP-L and CLIP-G at full size from fixed configs: the fixtures' small SDXL pair does not load"),
+               ("sdxl", _SDXL_FULL_ONLY),
                ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')")),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, **_SDXL_FULL,
         # Its "stealth infotext" writes the infotext into the alpha channel's lowest bits of every saved
         # image (on when config.json lacks the key), X/Y/Z cells included: the cells come back with alpha 254.
         options=(("stealth_pnginfo_opt", "None"),),
         lacks=(_SD15_ONLY, _SOFT_NO_OP,
-               ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
+               ("sdxl", _SDXL_FULL_ONLY),
                ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
         extra_samplers=(
             "Euler Dy", "Euler SMEA Dy", "Euler Negative", "Euler Negative Dy", "DPM++ SDE Classic", "ER SDE",
@@ -182,9 +208,9 @@ PROFILES = {
             "DPM++ 2S Ancestral CFG++ Intern", "Custom Sampler")),
     "classic": HostProfile(
         "classic", "Forge Classic", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, **_SDXL_FULL,
         lacks=(_SD15_ONLY, _ENCODE_DRAWS,
-               ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
+               ("sdxl", _SDXL_FULL_ONLY),
                ("sd3", "has no SD3 support"),
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
                                        "(`0 <= step/total <= skip`), so a pixel released mid-run takes its first step with CFG "
@@ -289,6 +315,8 @@ class HostConfig:
             if not Path(given).is_file():
                 pytest.skip(f"{recipe['env']}={given}: no such file")
             return Path(given)
+        if recipe["script"] is None:
+            pytest.skip(f"{self.profile.title}: no {recipe['stem']} checkpoint: set {recipe['env']} to one")
         cache = Path(os.environ.get("SD_WEBUI_CACHE", "").strip() or Path(tempfile.gettempdir()) / "sd-webui-differential-diffusion-cache")
         target = cache / f"{recipe['stem']}.safetensors"
         if not target.is_file():
@@ -381,6 +409,9 @@ GENERATED_CHECKPOINTS = {
     # weights (about 600 MiB, 15-45 s each); the generator imports a WebUI tree's ldm code ("ldm").
     "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},
     "sd15_b": {"stem": "sd15_rand_small_seed4321", "script": "make_sd15_checkpoint.py", "args": ("--seed", "4321"), "ldm": True},
+    # Given by hand only (no generator here; _SDXL_STAND_INS): full-size SDXL base and refiner.
+    "sdxl_full": {"stem": "sdxl_full_base", "script": None, "env": "SD_WEBUI_SDXL_CKPT"},
+    "sdxl_refiner_full": {"stem": "sdxl_full_refiner", "script": None, "env": "SD_WEBUI_SDXL_REFINER_CKPT"},
 }
 
 
@@ -525,6 +556,7 @@ class WebUIServer:
                 "--gradio-allowed-path", str(h.root)]
         if not self.spec.ui:
             args.append("--nowebui")
+        args.extend(dict(profile.stand_in_args).get(dict(profile.stand_ins).get(self.spec.ckpt), ()))
         args.extend(self.spec.extra_args)
         return args
 
