@@ -27,6 +27,10 @@ Host discovery (environment variables):
   generating one (they cannot load the fixtures' small checkpoints).
 * ``SD_WEBUI_LDM_ROOT`` a WebUI tree whose ``repositories/stable-diffusion-stability-ai`` the
   SD1.5 generator may use when the host tree has none (Forge, Neo).
+* ``SD_WEBUI_SDXL_CKPT``, ``SD_WEBUI_SDXL_REFINER_CKPT`` Forge, reForge, Forge Classic: a
+  full-size SDXL base and refiner (in the original layout; random weights will do) to stand in
+  for the fixtures' small pair, which these hosts cannot load. Without both the SDXL tests skip
+  there. Those servers keep the weights in 16 bits (about 9 GB with base and refiner loaded).
 """
 from __future__ import annotations
 
