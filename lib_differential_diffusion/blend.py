@@ -49,6 +49,13 @@ from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release
 LEVEL_TOLERANCE = 1e-4
 
 
+def steps_present(release: torch.Tensor, steps: int) -> set[int]:
+    """The distinct values of a release tensor (``NEVER`` included), counted instead of
+    sorted (``torch.unique`` sorts): a release step is always below the run's ``steps``."""
+    counts = torch.bincount(release.reshape(-1).clamp(max=steps)).tolist()
+    return {NEVER if value == steps else value for value, count in enumerate(counts) if count}
+
+
 class CallObserver(Protocol):
     """Sees every model call the engine attributes (tests and previews)."""
 
@@ -129,9 +136,8 @@ class DifferentialDiffusion:
         self.release = release.to(init_latent.device)
         self.never_released = self.release == NEVER
         self.tracker = StepTracker(levels.eval_levels(self.run), boundary_call_ends_step)
-        steps_present = torch.unique(release)
-        self._release_steps_present = set(steps_present.tolist())
-        self._last_pinned_step = int(steps_present.max()) - 1  # pixels are pinned at every step below their release
+        self._release_steps_present = steps_present(release, steps)
+        self._last_pinned_step = max(self._release_steps_present) - 1  # pixels are pinned at every step below their release
         self._masks_for_step: int | None = None
         self._pinned = self._released_now = None
 

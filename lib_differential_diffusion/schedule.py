@@ -251,20 +251,24 @@ def release_steps(
     ``fix_steps`` off, that start is an entry of the run's own table, so the
     result is exactly ``t_enc(run) - t_enc(pixel)``.
     """
-    run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps))
-    keys = _img2img_start_keys(pixel_strengths.to(torch.float64), steps, fix_steps).reshape(-1)
+    # Plain floats: a handful of comparisons per start costs no tensor work.
+    run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps)).tolist()
+    indices = _img2img_start_keys(pixel_strengths.to(torch.float64), steps, fix_steps).reshape(-1).add_(1)  # key + 1: key -1 is index 0
     # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
-    present = torch.nonzero(torch.bincount(keys + 1)).reshape(-1) - 1
-    release_by_key = torch.full((int(present.max()) + 2 if len(present) else 1,), NEVER, dtype=torch.int32)
-    for key in present.tolist():
+    present = torch.nonzero(torch.bincount(indices)).reshape(-1).tolist()
+    release_by_key = torch.full((present[-1] + 1 if present else 1,), NEVER, dtype=torch.int32)
+    for index in present:
+        key = index - 1
         if key < 0 or key > MAX_TOTAL_STEPS:
             continue
         start = Img2ImgStart(key, steps - 1) if fix_steps else Img2ImgStart(steps, key)
         # Number of run steps whose state is noisier than the pixel's start.
-        count = int((run_levels > levels.start_level(start)).sum())
+        start_level = levels.start_level(start)
+        count = sum(level > start_level for level in run_levels)
         if count < len(run_levels):
-            release_by_key[key + 1] = count
-    return release_by_key[keys + 1].reshape(pixel_strengths.shape)
+            release_by_key[index] = count
+    # index_select: a 1-D gather, several times faster on the CPU than advanced indexing.
+    return release_by_key.index_select(0, indices).reshape(pixel_strengths.shape)
 
 
 def never_released(
