@@ -293,8 +293,13 @@ def never_released(
     if fix_steps:
         release = release_steps(torch.from_numpy(np.ascontiguousarray(strengths)).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=True)
         return (release == NEVER).numpy()
-    run_levels = levels.step_levels(img2img_start(run_strength, steps, False))
-    first_released = next((key for key in range(steps) if int((run_levels > levels.start_level(Img2ImgStart(steps, key))).sum()) < len(run_levels)), None)
+    run_levels = levels.step_levels(img2img_start(run_strength, steps, False)).tolist()  # plain floats: no tensor work per key
+
+    def key_released(key: int) -> bool:  # some run step is not noisier than the key's start (as release_steps counts)
+        start_level = levels.start_level(Img2ImgStart(steps, key))
+        return any(not level > start_level for level in run_levels)
+
+    first_released = next((key for key in range(steps) if key_released(key)), None)
     if first_released is None:
         return np.ones(strengths.shape, dtype=bool)
 
