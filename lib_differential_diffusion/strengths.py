@@ -72,7 +72,9 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     The ramp is 8-bit: the kept mask blurred (at a quarter of the resolution, enough for a
     ramp a few pixels wide) and stretched back. Kept pixels get weight 0 and pixels out of
     the ramp's reach weight 1 exactly (a blur of zeros stays 0), so both stay exact; only
-    the ramp itself mixes. The work is confined to the kept pixels' box and the ramp's reach.
+    the ramp itself mixes. The work is confined to the kept pixels' box and the ramp's
+    reach, and inside it the ramp is only computed where it mixes (``_regions``): elsewhere
+    the original is copied or the generated image left as it is.
     """
     if generated.size != original.size or kept.shape != (generated.height, generated.width):
         return generated
@@ -82,23 +84,109 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     height, width = kept.shape
     factor = PRESERVE_REDUCE if min(height, width) >= 8 * PRESERVE_REDUCE else 1
     reach = int(math.ceil(4 * PRESERVE_FEATHER)) + 2 * factor  # the blur's support, plus the stretch
-    # The box, on the reduced grid so its blur equals the whole image's there.
+    # The box, in whole reduced pixels on the reduced grid (so its blur equals the whole
+    # image's there, and stretching it back is an exact 1:factor scale that any part of it
+    # reproduces exactly); it may end up to factor - 1 pixels past the image's edge.
     top, left = max(0, rows[0] - reach) // factor * factor, max(0, columns[0] - reach) // factor * factor
-    bottom, right = min(height, rows[-1] + 1 + reach), min(width, columns[-1] + 1 + reach)
-    box = (left, top, right, bottom)
+    bottom, right = _round_up(min(height, rows[-1] + 1 + reach), factor), _round_up(min(width, columns[-1] + 1 + reach), factor)
     kept_box = kept[top:bottom, left:right]
-    kept_image = Image.fromarray(kept_box.astype(np.uint8) * 255, "L")
+    if kept_box.shape != (bottom - top, right - left):  # past the edge: the edge pixels repeated
+        kept_box = np.pad(kept_box, ((0, bottom - top - kept_box.shape[0]), (0, right - left - kept_box.shape[1])), mode="edge")
+    kept_image = Image.fromarray(np.multiply(kept_box, np.uint8(255), dtype=np.uint8), "L")
     box_factor = factor if min(kept_box.shape) >= 2 * factor else 1
-    small = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
-    near_kept = small.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER / box_factor))
-    if box_factor > 1:
-        near_kept = near_kept.resize(kept_image.size, Image.BILINEAR)
-    # Weight of the original: 1 on kept pixels, falling to 0 where the blurred mask is below 1/2.
-    original_weight = ImageChops.lighter(near_kept.point(_DOUBLED), kept_image)
+    kept_blocks = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
+    near_kept = kept_blocks.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER / box_factor))
     result = generated.copy() if generated.mode == "RGB" else generated.convert("RGB")
-    # One masked paste: copies where the weight is 255, skips 0, mixes only the ramp.
-    result.paste(_rgb(original).crop(box), box[:2], original_weight)
+    source = _rgb(original)
+    for x0, y0, x1, y1, mixes in _regions(kept_blocks, near_kept, box_factor):
+        # In the image's coordinates, cut at its edge.
+        target = (left + x0, top + y0, min(left + x1, width), min(top + y1, height))
+        if target[0] >= target[2] or target[1] >= target[3]:
+            continue
+        weight = None
+        if mixes:
+            weight = _original_weight(near_kept, kept_image, box_factor, (x0, y0, x1, y1))
+            weight = weight.crop((0, 0, target[2] - target[0], target[3] - target[1]))
+        # Copies where the weight is 255 (or everywhere without one), mixes only the ramp.
+        result.paste(source.crop(target), target[:2], weight)
     return result
+
+
+PRESERVE_BAND = 64
+"""Rows (output pixels) of one band of ``_regions``' classification."""
+
+
+def _regions(kept_blocks: Image.Image, near_kept: Image.Image, factor: int) -> list[tuple[int, int, int, int, bool]]:
+    """Rectangles of the box (x0, y0, x1, y1 in output pixels, multiples of ``factor``) where the
+    original's weight may not be 0, each with whether its weight mixes (True: compute it) or is
+    255 throughout (False: a plain copy of the original). The rest of the box keeps the generated pixels.
+
+    Decided per band of rows and reduced column from the reduced images, conservatively: an
+    output pixel's stretched ramp reads the blurred pixels of its block and the blocks around
+    it (bilinear, scale 1:factor), whose weights are non-negative and sum to 1, so it is 0 if
+    they all are 0 and at least 128 (doubled: 255) if they all are. Consecutive bands with the
+    same runs make one rectangle.
+    """
+    blocks = np.asarray(kept_blocks)  # 255: a block all kept; 0: none kept (a block mean)
+    blurred = np.asarray(near_kept)
+    lowest, highest = _around(blurred, np.minimum), _around(blurred, np.maximum)
+    band = max(1, PRESERVE_BAND // factor)
+    rectangles: list[list[int]] = []  # [x0, y0, x1, y1, class] in reduced pixels
+    previous: list[tuple[int, int, int]] = []
+    open_rectangles: list[list[int]] = []
+    for y0 in range(0, blocks.shape[0], band):
+        y1 = min(blocks.shape[0], y0 + band)
+        copy = (blocks[y0:y1].min(axis=0) == 255) | (lowest[y0:y1].min(axis=0) >= 128)
+        untouched = (blocks[y0:y1].max(axis=0) == 0) & (highest[y0:y1].max(axis=0) == 0)
+        kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
+        runs = [run for run in _runs(kinds) if run[2] != _UNTOUCHED]
+        if runs == previous:
+            for rectangle in open_rectangles:
+                rectangle[3] = y1
+        else:
+            open_rectangles = [[x0, y0, x1, y1, kind] for x0, x1, kind in runs]
+            rectangles.extend(open_rectangles)
+            previous = runs
+    return [(x0 * factor, y0 * factor, x1 * factor, y1 * factor, kind == _MIX) for x0, y0, x1, y1, kind in rectangles]
+
+
+_COPY, _UNTOUCHED, _MIX = 0, 1, 2
+
+
+def _runs(kinds: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, end, kind) of each run of equal values in a 1-D array."""
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(kinds)) + 1))
+    ends = np.append(starts[1:], len(kinds))
+    return [(int(start), int(end), int(kinds[start])) for start, end in zip(starts, ends)]
+
+
+def _around(values: np.ndarray, pick: np.ufunc) -> np.ndarray:
+    """``pick`` (np.minimum or np.maximum) over each pixel's 3x3 neighbourhood, cut at the edges."""
+    padded = np.pad(values, 1, mode="edge")
+    rows = pick(pick(padded[:-2], padded[1:-1]), padded[2:])
+    return pick(pick(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def _original_weight(near_kept: Image.Image, kept_image: Image.Image, factor: int, rectangle: tuple[int, int, int, int]) -> Image.Image:
+    """The original's weight over a rectangle of the box: 255 on kept pixels, else the
+    stretched ramp doubled (falling to 0 where the blurred mask is below 1/2).
+
+    Exactly that part of stretching the whole blurred mask: PIL computes each output pixel
+    from its centre, here the same numbers (a 1:factor scale, integer offsets), and reads one
+    reduced pixel around it, inside the crop's margin of two.
+    """
+    x0, y0, x1, y1 = rectangle
+    if factor == 1:
+        ramp = near_kept.crop(rectangle)
+    else:
+        crop = (max(0, x0 // factor - 2), max(0, y0 // factor - 2), min(near_kept.width, x1 // factor + 2), min(near_kept.height, y1 // factor + 2))
+        inside = (x0 // factor - crop[0], y0 // factor - crop[1], x1 // factor - crop[0], y1 // factor - crop[1])
+        ramp = near_kept.crop(crop).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=inside)
+    return ImageChops.lighter(ramp.point(_DOUBLED), kept_image.crop(rectangle))
+
+
+def _round_up(value: int, factor: int) -> int:
+    return -(-value // factor) * factor
 
 
 _DOUBLED = [min(255, 2 * value) for value in range(256)]  # a lookup table for Image.point
