@@ -10,6 +10,7 @@ pixel was never released.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter
@@ -129,25 +130,30 @@ def _regions(kept_blocks: Image.Image, near_kept: Image.Image, factor: int) -> l
     """
     blocks = np.asarray(kept_blocks)  # 255: a block all kept; 0: none kept (a block mean)
     blurred = np.asarray(near_kept)
-    lowest, highest = _around(blurred, np.minimum), _around(blurred, np.maximum)
     band = max(1, PRESERVE_BAND // factor)
-    rectangles: list[list[int]] = []  # [x0, y0, x1, y1, class] in reduced pixels
-    previous: list[tuple[int, int, int]] = []
-    open_rectangles: list[list[int]] = []
-    for y0 in range(0, blocks.shape[0], band):
-        y1 = min(blocks.shape[0], y0 + band)
-        copy = (blocks[y0:y1].min(axis=0) == 255) | (lowest[y0:y1].min(axis=0) >= 128)
-        untouched = (blocks[y0:y1].max(axis=0) == 0) & (highest[y0:y1].max(axis=0) == 0)
-        kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
-        runs = [run for run in _runs(kinds) if run[2] != _UNTOUCHED]
-        if runs == previous:
-            for rectangle in open_rectangles:
+    lowest, highest = _around(blurred, np.minimum), _around(blurred, np.maximum)
+    copy = (_per_band(blocks, band, np.min) == 255) | (_per_band(lowest, band, np.min) >= 128)
+    untouched = (_per_band(blocks, band, np.max) == 0) & (_per_band(highest, band, np.max) == 0)
+    kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
+    rectangles: list[list[int]] = []  # [x0, y0, x1, y1, kind] in reduced pixels
+    previous: list[tuple[int, int, int]] | None = None
+    for index, band_kinds in enumerate(kinds):
+        y0, y1 = index * band, min(blocks.shape[0], (index + 1) * band)
+        runs = [run for run in _runs(band_kinds) if run[2] != _UNTOUCHED]
+        if runs == previous:  # the band's rectangles grow down
+            for rectangle in rectangles[len(rectangles) - len(runs) :]:
                 rectangle[3] = y1
         else:
-            open_rectangles = [[x0, y0, x1, y1, kind] for x0, x1, kind in runs]
-            rectangles.extend(open_rectangles)
+            rectangles.extend([x0, y0, x1, y1, kind] for x0, x1, kind in runs)
             previous = runs
     return [(x0 * factor, y0 * factor, x1 * factor, y1 * factor, kind == _MIX) for x0, y0, x1, y1, kind in rectangles]
+
+
+def _per_band(values: np.ndarray, band: int, reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """``reduce`` (np.min or np.max) of each column over each band of ``band`` rows: (bands, width)."""
+    bands = -(-values.shape[0] // band)
+    edge = values[-1:].repeat(bands * band - values.shape[0], axis=0)  # the last band's own last row repeated
+    return reduce(np.concatenate((values, edge)).reshape(bands, band, values.shape[1]), axis=1)
 
 
 _COPY, _UNTOUCHED, _MIX = 0, 1, 2
@@ -182,14 +188,12 @@ def _original_weight(near_kept: Image.Image, kept_image: Image.Image, factor: in
         crop = (max(0, x0 // factor - 2), max(0, y0 // factor - 2), min(near_kept.width, x1 // factor + 2), min(near_kept.height, y1 // factor + 2))
         inside = (x0 // factor - crop[0], y0 // factor - crop[1], x1 // factor - crop[0], y1 // factor - crop[1])
         ramp = near_kept.crop(crop).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=inside)
-    return ImageChops.lighter(ramp.point(_DOUBLED), kept_image.crop(rectangle))
+    # ramp + ramp: the doubling, clipped at 255 (cheaper than a lookup table through Image.point)
+    return ImageChops.lighter(ImageChops.add(ramp, ramp), kept_image.crop(rectangle))
 
 
 def _round_up(value: int, factor: int) -> int:
     return -(-value // factor) * factor
-
-
-_DOUBLED = [min(255, 2 * value) for value in range(256)]  # a lookup table for Image.point
 
 
 def _rgb(image: Image.Image) -> Image.Image:
