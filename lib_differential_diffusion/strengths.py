@@ -136,16 +136,15 @@ def _regions(kept_blocks: Image.Image, near_kept: Image.Image, factor: int) -> l
     untouched = (_per_band(blocks, band, np.max) == 0) & (_per_band(highest, band, np.max) == 0)
     kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
     rectangles: list[list[int]] = []  # [x0, y0, x1, y1, kind] in reduced pixels
-    previous: list[tuple[int, int, int]] | None = None
+    runs: list[tuple[int, int, int]] = []
     for index, band_kinds in enumerate(kinds):
         y0, y1 = index * band, min(blocks.shape[0], (index + 1) * band)
-        runs = [run for run in _runs(band_kinds) if run[2] != _UNTOUCHED]
-        if runs == previous:  # the band's rectangles grow down
+        if index > 0 and np.array_equal(band_kinds, kinds[index - 1]):  # the band's rectangles grow down
             for rectangle in rectangles[len(rectangles) - len(runs) :]:
                 rectangle[3] = y1
         else:
+            runs = [run for run in _runs(band_kinds) if run[2] != _UNTOUCHED]
             rectangles.extend([x0, y0, x1, y1, kind] for x0, x1, kind in runs)
-            previous = runs
     return [(x0 * factor, y0 * factor, x1 * factor, y1 * factor, kind == _MIX) for x0, y0, x1, y1, kind in rectangles]
 
 
