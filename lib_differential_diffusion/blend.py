@@ -174,7 +174,7 @@ class DifferentialDiffusion:
         pinned, released_now = self._masks(step)
         to_set = pinned | released_now if resets_released else pinned
         renoised = self.levels.renoise(self.init_latent, self.noise, level_rows, self.run).to(x.dtype)
-        x.copy_(torch.where(to_set, renoised, x, out=renoised))
+        torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
         return pinned if step <= self._last_pinned_step else None
 
     def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | None) -> torch.Tensor:
