@@ -96,17 +96,17 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     kept_image = Image.fromarray(np.multiply(kept_box, np.uint8(255), dtype=np.uint8), "L")
     box_factor = factor if min(kept_box.shape) >= 2 * factor else 1
     kept_blocks = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
-    near_kept = kept_blocks.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER / box_factor))
+    blur = PRESERVE_FEATHER / box_factor  # the ramp's blur, in reduced pixels
     result = generated.copy() if generated.mode == "RGB" else generated.convert("RGB")
     source = _rgb(original)
-    for x0, y0, x1, y1, mixes in _regions(kept_blocks, near_kept, box_factor):
+    for x0, y0, x1, y1, mixes in _regions(kept_blocks, box_factor, _blur_reach(blur)):
         # In the image's coordinates, cut at its edge.
         target = (left + x0, top + y0, min(left + x1, width), min(top + y1, height))
         if target[0] >= target[2] or target[1] >= target[3]:
             continue
         weight = None
         if mixes:
-            weight = _original_weight(near_kept, kept_image, box_factor, (x0, y0, x1, y1))
+            weight = _original_weight(kept_blocks, kept_image, box_factor, blur, (x0, y0, x1, y1))
             weight = weight.crop((0, 0, target[2] - target[0], target[3] - target[1]))
         # Copies where the weight is 255 (or everywhere without one), mixes only the ramp.
         result.paste(source.crop(target), target[:2], weight)
@@ -117,23 +117,21 @@ PRESERVE_BAND = 64
 """Rows (output pixels) of one band of ``_regions``' classification."""
 
 
-def _regions(kept_blocks: Image.Image, near_kept: Image.Image, factor: int) -> list[tuple[int, int, int, int, bool]]:
+def _regions(kept_blocks: Image.Image, factor: int, blur_reach: int) -> list[tuple[int, int, int, int, bool]]:
     """Rectangles of the box (x0, y0, x1, y1 in output pixels, multiples of ``factor``) where the
     original's weight may not be 0, each with whether its weight mixes (True: compute it) or is
     255 throughout (False: a plain copy of the original). The rest of the box keeps the generated pixels.
 
-    Decided per band of rows and reduced column from the reduced images, conservatively: an
-    output pixel's stretched ramp reads the blurred pixels of its block and the blocks around
-    it (bilinear, scale 1:factor), whose weights are non-negative and sum to 1, so it is 0 if
-    they all are 0 and at least 128 (doubled: 255) if they all are. Consecutive bands with the
-    same runs make one rectangle.
+    Decided per band of rows and reduced column from the reduced mask, conservatively: a block
+    all kept has weight 255; an output pixel's stretched ramp reads the blurred pixels of its
+    block and the blocks around it (bilinear, scale 1:factor), and a blurred pixel is 0 when no
+    kept block lies within ``blur_reach`` of it (a blur of zeros), so a block with no kept block
+    within ``blur_reach + 1`` has weight 0. Consecutive bands with the same runs make one rectangle.
     """
     blocks = np.asarray(kept_blocks)  # 255: a block all kept; 0: none kept (a block mean)
-    blurred = np.asarray(near_kept)
     band = max(1, PRESERVE_BAND // factor)
-    lowest, highest = _around(blurred, np.minimum), _around(blurred, np.maximum)
-    copy = (_per_band(blocks, band, np.min) == 255) | (_per_band(lowest, band, np.min) >= 128)
-    untouched = (_per_band(blocks, band, np.max) == 0) & (_per_band(highest, band, np.max) == 0)
+    copy = _per_band(blocks, band, np.min) == 255
+    untouched = ~_per_band(_grown(blocks > 0, blur_reach + 1), band, np.max)
     kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
     rectangles: list[list[int]] = []  # [x0, y0, x1, y1, kind] in reduced pixels
     runs: list[tuple[int, int, int]] = []
@@ -165,28 +163,44 @@ def _runs(kinds: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(start), int(end), int(kinds[start])) for start, end in zip(starts, ends)]
 
 
-def _around(values: np.ndarray, pick: np.ufunc) -> np.ndarray:
-    """``pick`` (np.minimum or np.maximum) over each pixel's 3x3 neighbourhood, cut at the edges."""
-    padded = np.pad(values, 1, mode="edge")
-    rows = pick(pick(padded[:-2], padded[1:-1]), padded[2:])
-    return pick(pick(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+def _grown(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels with a True pixel of ``mask`` within ``radius`` along each axis (a square), cut at the edges."""
+    for axis in (0, 1):
+        size = mask.shape[axis]
+        before = np.cumsum(mask, axis=axis, dtype=np.int32)  # True pixels up to and including each index
+        before = np.concatenate((np.zeros_like(before.take([0], axis=axis)), before), axis=axis)  # ... before each index
+        index = np.arange(size)
+        mask = before.take(np.minimum(index + radius + 1, size), axis=axis) > before.take(np.maximum(index - radius, 0), axis=axis)
+    return mask
 
 
-def _original_weight(near_kept: Image.Image, kept_image: Image.Image, factor: int, rectangle: tuple[int, int, int, int]) -> Image.Image:
+def _blur_reach(radius: float) -> int:
+    """How far PIL's GaussianBlur reads: three box blurs, each of a radius below ``radius`` + 1
+    with a partial pixel past it."""
+    return 3 * (math.ceil(radius) + 1)
+
+
+def _original_weight(kept_blocks: Image.Image, kept_image: Image.Image, factor: int, blur: float, rectangle: tuple[int, int, int, int]) -> Image.Image:
     """The original's weight over a rectangle of the box: 255 on kept pixels, else the
-    stretched ramp doubled (falling to 0 where the blurred mask is below 1/2).
+    blurred reduced mask stretched back and doubled (falling to 0 where it is below 1/2).
 
-    Exactly that part of stretching the whole blurred mask: PIL computes each output pixel
-    from its centre, here the same numbers (a 1:factor scale, integer offsets), and reads one
-    reduced pixel around it, inside the crop's margin of two.
+    Exactly that part of blurring and stretching the whole box. The stretch: PIL computes each
+    output pixel from its centre, here the same numbers (a 1:factor scale, integer offsets), and
+    reads one reduced pixel around it, inside a margin of two. The blur: those pixels are
+    blurred from a crop reaching ``_blur_reach`` further (or to the box's edge, as the whole).
     """
-    x0, y0, x1, y1 = rectangle
+    x0, y0, x1, y1 = (value // factor for value in rectangle)
+    width, height = kept_blocks.size
+    needed = (max(0, x0 - 2), max(0, y0 - 2), min(width, x1 + 2), min(height, y1 + 2))
+    reach = _blur_reach(blur)
+    read = (max(0, needed[0] - reach), max(0, needed[1] - reach), min(width, needed[2] + reach), min(height, needed[3] + reach))
+    blurred = kept_blocks.crop(read).filter(ImageFilter.GaussianBlur(blur))
+    blurred = blurred.crop((needed[0] - read[0], needed[1] - read[1], needed[2] - read[0], needed[3] - read[1]))
+    inside = (x0 - needed[0], y0 - needed[1], x1 - needed[0], y1 - needed[1])
     if factor == 1:
-        ramp = near_kept.crop(rectangle)
+        ramp = blurred.crop(inside)
     else:
-        crop = (max(0, x0 // factor - 2), max(0, y0 // factor - 2), min(near_kept.width, x1 // factor + 2), min(near_kept.height, y1 // factor + 2))
-        inside = (x0 // factor - crop[0], y0 // factor - crop[1], x1 // factor - crop[0], y1 // factor - crop[1])
-        ramp = near_kept.crop(crop).resize((x1 - x0, y1 - y0), Image.BILINEAR, box=inside)
+        ramp = blurred.resize((rectangle[2] - rectangle[0], rectangle[3] - rectangle[1]), Image.BILINEAR, box=inside)
     # ramp + ramp: the doubling, clipped at 255 (cheaper than a lookup table through Image.point)
     return ImageChops.lighter(ImageChops.add(ramp, ramp), kept_image.crop(rectangle))
 
