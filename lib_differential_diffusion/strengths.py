@@ -116,6 +116,9 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
 PRESERVE_BAND = 64
 """Rows (output pixels) of one band of ``_regions``' classification."""
 
+PRESERVE_MERGE = 16384
+"""Output pixels of extra ramp work worth one rectangle fewer (each costs a few PIL calls)."""
+
 
 def _regions(kept_blocks: Image.Image, factor: int, blur_reach: int) -> list[tuple[int, int, int, int, bool]]:
     """Rectangles of the box (x0, y0, x1, y1 in output pixels, multiples of ``factor``) where the
@@ -126,24 +129,49 @@ def _regions(kept_blocks: Image.Image, factor: int, blur_reach: int) -> list[tup
     all kept has weight 255; an output pixel's stretched ramp reads the blurred pixels of its
     block and the blocks around it (bilinear, scale 1:factor), and a blurred pixel is 0 when no
     kept block lies within ``blur_reach`` of it (a blur of zeros), so a block with no kept block
-    within ``blur_reach + 1`` has weight 0. Consecutive bands with the same runs make one rectangle.
+    within ``blur_reach + 1`` has weight 0. A band joins the rectangles above it when its runs
+    come in the same order (``_joined``).
     """
     blocks = np.asarray(kept_blocks)  # 255: a block all kept; 0: none kept (a block mean)
     band = max(1, PRESERVE_BAND // factor)
     copy = _per_band(blocks, band, np.min) == 255
-    untouched = ~_per_band(_grown(blocks > 0, blur_reach + 1), band, np.max)
+    # No kept block within blur_reach + 1 (rows around the band, then columns around each column).
+    untouched = ~_grown(_per_band(_grown(blocks > 0, blur_reach + 1, axis=0), band, np.max), blur_reach + 1, axis=1)
     kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
-    rectangles: list[list[int]] = []  # [x0, y0, x1, y1, kind] in reduced pixels
-    runs: list[tuple[int, int, int]] = []
+    groups: list[tuple[int, int, list[tuple[int, int, int]]]] = []  # (y0, y1, runs) in reduced pixels
+    budget = PRESERVE_MERGE // (factor * factor)
     for index, band_kinds in enumerate(kinds):
         y0, y1 = index * band, min(blocks.shape[0], (index + 1) * band)
-        if index > 0 and np.array_equal(band_kinds, kinds[index - 1]):  # the band's rectangles grow down
-            for rectangle in rectangles[len(rectangles) - len(runs) :]:
-                rectangle[3] = y1
+        runs = _runs(band_kinds)
+        joined = _joined(groups[-1], (y0, y1, runs), budget) if groups else None
+        if joined is not None:
+            groups[-1] = joined
         else:
-            runs = [run for run in _runs(band_kinds) if run[2] != _UNTOUCHED]
-            rectangles.extend([x0, y0, x1, y1, kind] for x0, x1, kind in runs)
-    return [(x0 * factor, y0 * factor, x1 * factor, y1 * factor, kind == _MIX) for x0, y0, x1, y1, kind in rectangles]
+            groups.append((y0, y1, runs))
+    return [(x0 * factor, y0 * factor, x1 * factor, y1 * factor, kind == _MIX) for y0, y1, runs in groups for x0, x1, kind in runs if kind != _UNTOUCHED]
+
+
+def _joined(above: tuple[int, int, list[tuple[int, int, int]]], band: tuple[int, int, list[tuple[int, int, int]]], budget: int) -> tuple[int, int, list[tuple[int, int, int]]] | None:
+    """One group of rectangles for both, or None: mixing runs take the span of both (their weight is
+    computed), the others what both share (a copy or nothing is only right where it is in both).
+    Copy and untouched runs are never neighbours (a mixing run lies between), so the runs still
+    tile the row. Worth it when it adds at most ``budget`` reduced pixels of mixing."""
+    (top, middle, upper), (_, bottom, lower) = above, band
+    if [kind for _, _, kind in upper] != [kind for _, _, kind in lower]:
+        return None
+    runs = []
+    for (a0, a1, kind), (b0, b1, _) in zip(upper, lower):
+        runs.append((min(a0, b0), max(a1, b1), kind) if kind == _MIX else (max(a0, b0), min(a1, b1), kind))
+    if any(x0 >= x1 for x0, x1, _ in runs):
+        return None
+    if _mixing(runs, bottom - top) > _mixing(upper, middle - top) + _mixing(lower, bottom - middle) + budget:
+        return None
+    return top, bottom, runs
+
+
+def _mixing(runs: list[tuple[int, int, int]], rows: int) -> int:
+    """Pixels of mixing runs over ``rows`` rows."""
+    return sum(x1 - x0 for x0, x1, kind in runs if kind == _MIX) * rows
 
 
 def _per_band(values: np.ndarray, band: int, reduce: Callable[..., np.ndarray]) -> np.ndarray:
@@ -163,15 +191,19 @@ def _runs(kinds: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(start), int(end), int(kinds[start])) for start, end in zip(starts, ends)]
 
 
-def _grown(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Pixels with a True pixel of ``mask`` within ``radius`` along each axis (a square), cut at the edges."""
-    for axis in (0, 1):
-        size = mask.shape[axis]
-        before = np.cumsum(mask, axis=axis, dtype=np.int32)  # True pixels up to and including each index
-        before = np.concatenate((np.zeros_like(before.take([0], axis=axis)), before), axis=axis)  # ... before each index
-        index = np.arange(size)
-        mask = before.take(np.minimum(index + radius + 1, size), axis=axis) > before.take(np.maximum(index - radius, 0), axis=axis)
-    return mask
+def _grown(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Pixels with a True pixel of ``mask`` within ``radius`` along ``axis``, cut at the edges:
+    grown by 1, 2, 4, ... (what is grown by a, then by b, is grown by a + b)."""
+    grown, step = mask, 1
+    while radius > 0:
+        shift = min(step, radius)
+        head, tail = [slice(None)] * mask.ndim, [slice(None)] * mask.ndim
+        head[axis], tail[axis] = slice(None, -shift), slice(shift, None)
+        grown = grown.copy()
+        grown[tuple(tail)] |= grown[tuple(head)].copy()
+        grown[tuple(head)] |= grown[tuple(tail)].copy()
+        radius, step = radius - shift, step * 2
+    return grown
 
 
 def _blur_reach(radius: float) -> int:
