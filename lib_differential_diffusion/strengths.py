@@ -10,7 +10,7 @@ pixel was never released.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter
