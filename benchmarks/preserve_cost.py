@@ -16,8 +16,8 @@ import importlib.util
 import statistics
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
