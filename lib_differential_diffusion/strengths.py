@@ -10,6 +10,7 @@ pixel was never released.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter
@@ -72,7 +73,9 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     The ramp is 8-bit: the kept mask blurred (at a quarter of the resolution, enough for a
     ramp a few pixels wide) and stretched back. Kept pixels get weight 0 and pixels out of
     the ramp's reach weight 1 exactly (a blur of zeros stays 0), so both stay exact; only
-    the ramp itself mixes. The work is confined to the kept pixels' box and the ramp's reach.
+    the ramp itself mixes. The work is confined to the kept pixels' box and the ramp's
+    reach, and inside it the ramp is only computed where it mixes (``_regions``): elsewhere
+    the original is copied or the generated image left as it is.
     """
     if generated.size != original.size or kept.shape != (generated.height, generated.width):
         return generated
@@ -82,31 +85,160 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     height, width = kept.shape
     factor = PRESERVE_REDUCE if min(height, width) >= 8 * PRESERVE_REDUCE else 1
     reach = int(math.ceil(4 * PRESERVE_FEATHER)) + 2 * factor  # the blur's support, plus the stretch
-    # The box, on the reduced grid so its blur equals the whole image's there.
+    # The box, in whole reduced pixels on the reduced grid (so its blur equals the whole
+    # image's there, and stretching it back is an exact 1:factor scale that any part of it
+    # reproduces exactly); it may end up to factor - 1 pixels past the image's edge.
     top, left = max(0, rows[0] - reach) // factor * factor, max(0, columns[0] - reach) // factor * factor
-    bottom, right = min(height, rows[-1] + 1 + reach), min(width, columns[-1] + 1 + reach)
-    box = (left, top, right, bottom)
+    bottom, right = _round_up(min(height, rows[-1] + 1 + reach), factor), _round_up(min(width, columns[-1] + 1 + reach), factor)
     kept_box = kept[top:bottom, left:right]
+    if kept_box.shape != (bottom - top, right - left):  # past the edge: the edge pixels repeated
+        kept_box = np.pad(kept_box, ((0, bottom - top - kept_box.shape[0]), (0, right - left - kept_box.shape[1])), mode="edge")
+    kept_image = Image.fromarray(np.multiply(kept_box, np.uint8(255), dtype=np.uint8), "L")
     box_factor = factor if min(kept_box.shape) >= 2 * factor else 1
-    # In whole reduced pixels (padded with the edge's values), so stretching back is an exact
-    # 1:factor scale: a partial last block would shift the ramp by up to factor/2 pixels.
-    padded = np.pad(kept_box, ((0, -kept_box.shape[0] % box_factor), (0, -kept_box.shape[1] % box_factor)), mode="edge")
-    kept_image = Image.fromarray(padded.astype(np.uint8) * 255, "L")
-    small = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
-    near_kept = small.filter(ImageFilter.GaussianBlur(PRESERVE_FEATHER / box_factor))
-    if box_factor > 1:
-        near_kept = near_kept.resize(kept_image.size, Image.BILINEAR)
-    # Weight of the original: 1 on kept pixels, falling to 0 where the blurred mask is below 1/2.
-    original_weight = ImageChops.lighter(near_kept.point(_DOUBLED), kept_image)
-    if padded.shape != kept_box.shape:
-        original_weight = original_weight.crop((0, 0, kept_box.shape[1], kept_box.shape[0]))
+    kept_blocks = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
+    blur = PRESERVE_FEATHER / box_factor  # the ramp's blur, in reduced pixels
     result = generated.copy() if generated.mode == "RGB" else generated.convert("RGB")
-    # One masked paste: copies where the weight is 255, skips 0, mixes only the ramp.
-    result.paste(_rgb(original).crop(box), box[:2], original_weight)
+    source = _rgb(original)
+    for x0, y0, x1, y1, mixes in _regions(kept_blocks, box_factor, _blur_reach(blur)):
+        # In the image's coordinates, cut at its edge.
+        target = (left + x0, top + y0, min(left + x1, width), min(top + y1, height))
+        if target[0] >= target[2] or target[1] >= target[3]:
+            continue
+        weight = None
+        if mixes:
+            weight = _original_weight(kept_blocks, kept_image, box_factor, blur, (x0, y0, x1, y1))
+            weight = weight.crop((0, 0, target[2] - target[0], target[3] - target[1]))
+        # Copies where the weight is 255 (or everywhere without one), mixes only the ramp.
+        result.paste(source.crop(target), target[:2], weight)
     return result
 
 
-_DOUBLED = [min(255, 2 * value) for value in range(256)]  # a lookup table for Image.point
+PRESERVE_BAND = 64
+"""Rows (output pixels) of one band of ``_regions``' classification."""
+
+PRESERVE_MERGE = 16384
+"""Output pixels of extra ramp work worth one rectangle fewer (each costs a few PIL calls)."""
+
+
+def _regions(kept_blocks: Image.Image, factor: int, blur_reach: int) -> list[tuple[int, int, int, int, bool]]:
+    """Rectangles of the box (x0, y0, x1, y1 in output pixels, multiples of ``factor``) where the
+    original's weight may not be 0, each with whether its weight mixes (True: compute it) or is
+    255 throughout (False: a plain copy of the original). The rest of the box keeps the generated pixels.
+
+    Decided per band of rows and reduced column from the reduced mask, conservatively: a block
+    all kept has weight 255; an output pixel's stretched ramp reads the blurred pixels of its
+    block and the blocks around it (bilinear, scale 1:factor), and a blurred pixel is 0 when no
+    kept block lies within ``blur_reach`` of it (a blur of zeros), so a block with no kept block
+    within ``blur_reach + 1`` has weight 0. A band joins the rectangles above it when its runs
+    come in the same order (``_joined``).
+    """
+    blocks = np.asarray(kept_blocks)  # 255: a block all kept; 0: none kept (a block mean)
+    band = max(1, PRESERVE_BAND // factor)
+    copy = _per_band(blocks, band, np.min) == 255
+    # No kept block within blur_reach + 1 (rows around the band, then columns around each column).
+    untouched = ~_grown(_per_band(_grown(blocks > 0, blur_reach + 1, axis=0), band, np.max), blur_reach + 1, axis=1)
+    kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
+    groups: list[tuple[int, int, list[tuple[int, int, int]]]] = []  # (y0, y1, runs) in reduced pixels
+    budget = PRESERVE_MERGE // (factor * factor)
+    for index, band_kinds in enumerate(kinds):
+        y0, y1 = index * band, min(blocks.shape[0], (index + 1) * band)
+        runs = _runs(band_kinds)
+        joined = _joined(groups[-1], (y0, y1, runs), budget) if groups else None
+        if joined is not None:
+            groups[-1] = joined
+        else:
+            groups.append((y0, y1, runs))
+    return [(x0 * factor, y0 * factor, x1 * factor, y1 * factor, kind == _MIX) for y0, y1, runs in groups for x0, x1, kind in runs if kind != _UNTOUCHED]
+
+
+def _joined(above: tuple[int, int, list[tuple[int, int, int]]], band: tuple[int, int, list[tuple[int, int, int]]], budget: int) -> tuple[int, int, list[tuple[int, int, int]]] | None:
+    """One group of rectangles for both, or None: mixing runs take the span of both (their weight is
+    computed), the others what both share (a copy or nothing is only right where it is in both).
+    Copy and untouched runs are never neighbours (a mixing run lies between), so the runs still
+    tile the row. Worth it when it adds at most ``budget`` reduced pixels of mixing."""
+    (top, middle, upper), (_, bottom, lower) = above, band
+    if [kind for _, _, kind in upper] != [kind for _, _, kind in lower]:
+        return None
+    runs = []
+    for (a0, a1, kind), (b0, b1, _) in zip(upper, lower):
+        runs.append((min(a0, b0), max(a1, b1), kind) if kind == _MIX else (max(a0, b0), min(a1, b1), kind))
+    if any(x0 >= x1 for x0, x1, _ in runs):
+        return None
+    if _mixing(runs, bottom - top) > _mixing(upper, middle - top) + _mixing(lower, bottom - middle) + budget:
+        return None
+    return top, bottom, runs
+
+
+def _mixing(runs: list[tuple[int, int, int]], rows: int) -> int:
+    """Pixels of mixing runs over ``rows`` rows."""
+    return sum(x1 - x0 for x0, x1, kind in runs if kind == _MIX) * rows
+
+
+def _per_band(values: np.ndarray, band: int, reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """``reduce`` (np.min or np.max) of each column over each band of ``band`` rows: (bands, width)."""
+    bands = -(-values.shape[0] // band)
+    edge = values[-1:].repeat(bands * band - values.shape[0], axis=0)  # the last band's own last row repeated
+    return reduce(np.concatenate((values, edge)).reshape(bands, band, values.shape[1]), axis=1)
+
+
+_COPY, _UNTOUCHED, _MIX = 0, 1, 2
+
+
+def _runs(kinds: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, end, kind) of each run of equal values in a 1-D array."""
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(kinds)) + 1))
+    ends = np.append(starts[1:], len(kinds))
+    return [(int(start), int(end), int(kinds[start])) for start, end in zip(starts, ends)]
+
+
+def _grown(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Pixels with a True pixel of ``mask`` within ``radius`` along ``axis``, cut at the edges:
+    grown by 1, 2, 4, ... (what is grown by a, then by b, is grown by a + b)."""
+    grown, step = mask, 1
+    while radius > 0:
+        shift = min(step, radius)
+        head, tail = [slice(None)] * mask.ndim, [slice(None)] * mask.ndim
+        head[axis], tail[axis] = slice(None, -shift), slice(shift, None)
+        grown = grown.copy()
+        grown[tuple(tail)] |= grown[tuple(head)].copy()
+        grown[tuple(head)] |= grown[tuple(tail)].copy()
+        radius, step = radius - shift, step * 2
+    return grown
+
+
+def _blur_reach(radius: float) -> int:
+    """How far PIL's GaussianBlur reads: three box blurs, each of a radius below ``radius`` + 1
+    with a partial pixel past it."""
+    return 3 * (math.ceil(radius) + 1)
+
+
+def _original_weight(kept_blocks: Image.Image, kept_image: Image.Image, factor: int, blur: float, rectangle: tuple[int, int, int, int]) -> Image.Image:
+    """The original's weight over a rectangle of the box: 255 on kept pixels, else the
+    blurred reduced mask stretched back and doubled (falling to 0 where it is below 1/2).
+
+    Exactly that part of blurring and stretching the whole box. The stretch: PIL computes each
+    output pixel from its centre, here the same numbers (a 1:factor scale, integer offsets), and
+    reads one reduced pixel around it, inside a margin of two. The blur: those pixels are
+    blurred from a crop reaching ``_blur_reach`` further (or to the box's edge, as the whole).
+    """
+    x0, y0, x1, y1 = (value // factor for value in rectangle)
+    width, height = kept_blocks.size
+    needed = (max(0, x0 - 2), max(0, y0 - 2), min(width, x1 + 2), min(height, y1 + 2))
+    reach = _blur_reach(blur)
+    read = (max(0, needed[0] - reach), max(0, needed[1] - reach), min(width, needed[2] + reach), min(height, needed[3] + reach))
+    blurred = kept_blocks.crop(read).filter(ImageFilter.GaussianBlur(blur))
+    blurred = blurred.crop((needed[0] - read[0], needed[1] - read[1], needed[2] - read[0], needed[3] - read[1]))
+    inside = (x0 - needed[0], y0 - needed[1], x1 - needed[0], y1 - needed[1])
+    if factor == 1:
+        ramp = blurred.crop(inside)
+    else:
+        ramp = blurred.resize((rectangle[2] - rectangle[0], rectangle[3] - rectangle[1]), Image.BILINEAR, box=inside)
+    # ramp + ramp: the doubling, clipped at 255 (cheaper than a lookup table through Image.point)
+    return ImageChops.lighter(ImageChops.add(ramp, ramp), kept_image.crop(rectangle))
+
+
+def _round_up(value: int, factor: int) -> int:
+    return -(-value // factor) * factor
 
 
 def _rgb(image: Image.Image) -> Image.Image:

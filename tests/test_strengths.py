@@ -120,3 +120,30 @@ def test_preserve_ramps_alike_on_both_sides_of_a_kept_band():
             worst = max(worst, int(np.abs(before - after).max()))
     # What remains is the quarter grid's phase against the band's edges.
     assert worst <= 24, worst
+
+
+def _whole_box(kept_blocks, factor, blur_reach):
+    """``_regions`` without its classification: the whole box, its weight computed everywhere."""
+    return [(0, 0, kept_blocks.width * factor, kept_blocks.height * factor, True)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_preserve_by_regions_is_the_whole_box_composite_exactly(seed, monkeypatch):
+    """Copying where the weight is surely 255, skipping where it is surely 0 and computing the
+    ramp only in between gives exactly the pixels of computing it over the whole box."""
+    from lib_differential_diffusion import strengths as module
+
+    rng = np.random.default_rng(seed)
+    height, width = (int(size) for size in rng.integers(20, 300, 2)) if seed > 1 else ((24, 90), (300, 12))[seed]  # two without a reduced grid
+    original = Image.fromarray(rng.integers(0, 256, (height, width, 3)).astype(np.uint8))
+    generated = Image.fromarray(rng.integers(0, 256, (height, width, 3)).astype(np.uint8))
+    kept = np.zeros((height, width), bool)
+    for _ in range(int(rng.integers(1, 5))):  # rectangles and lone pixels, some on the edges
+        y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
+        kept[y : y + int(rng.integers(1, height)), x : x + int(rng.integers(1, width))] = True
+    kept[rng.random((height, width)) < 0.001] = True
+    by_regions = pixels(preserve(generated, original, kept))
+    monkeypatch.setattr(module, "_regions", _whole_box)
+    whole = pixels(preserve(generated, original, kept))
+    assert np.array_equal(by_regions, whole)
+    assert np.array_equal(by_regions[kept], pixels(original)[kept])
