@@ -7,7 +7,6 @@ keeps a ``RunState`` between hooks.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -35,7 +34,7 @@ from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
 from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
-from lib_differential_diffusion.maps import Geometry, align_map, decode_map, to_latent
+from lib_differential_diffusion.maps import Geometry, align_map, decode_map_and_hash, to_latent
 from lib_differential_diffusion.schedule import (
     SigmaLevels,
     alpha_start_rule,
@@ -152,10 +151,6 @@ def state_of(p: Any) -> RunState | None:
     return state if isinstance(state, RunState) and state.run_id == _active_run else None
 
 
-def map_hash(array: np.ndarray) -> str:
-    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()[:10]
-
-
 def selected_script(p: Any) -> str | None:
     """Title of the img2img script the user chose (the Script dropdown; None for none)."""
     try:
@@ -184,17 +179,17 @@ def before_process(p: Any, script_args: tuple) -> None:
                 "script", f'"{script}" grows the canvas, so a map made for the input image cannot be placed on its result; '
                 "use map source 'inpaint mask' (the new area is the masked part), or outpaint first and change the result with a map",
             )  # fmt: skip
-        user_map = None
+        user_map = user_map_hash = None
         if args.source == "map":
-            user_map = decode_map(map_for_batch_image(source_paths, args.map_folder, args.user_map()))
+            user_map, user_map_hash = decode_map_and_hash(map_for_batch_image(source_paths, args.map_folder, args.user_map()))
         elif args.source == "draw":
-            user_map = decode_map(args.user_map())
+            user_map, user_map_hash = decode_map_and_hash(args.user_map())
         elif args.source == "inpaint mask" and getattr(p, "image_mask", None) is None:
             raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
     except DifferentialDiffusionError as error:
         refuse(p, error)
         return
-    state = RunState(run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, user_map=user_map, map_hash=None if user_map is None else map_hash(user_map))
+    state = RunState(run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, user_map=user_map, map_hash=user_map_hash)
     setattr(p, STATE_ATTRIBUTE, state)
     _active_run = state.run_id
     p.extra_generation_params.update(args.infotext(state.map_hash))

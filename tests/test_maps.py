@@ -633,3 +633,23 @@ def test_latent_area_average_preserves_the_mean():
     assert float(odd.min()) >= 0.0 and float(odd.max()) <= 1.0
 
 
+
+
+def test_map_hash_is_the_same_for_one_picture_in_any_form():
+    """The infotext's map hash: one 8-bit picture as a PIL image, PNG bytes, base64 or a data URL
+    hashes alike (and decodes as decode_map does); other pixels, or the same bytes in another
+    shape or depth, hash differently."""
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 256, (24, 32)).astype(np.uint8)
+    image = Image.fromarray(values, "L")
+    png = encode(image, "PNG")
+    forms = [image, png, base64.b64encode(png).decode(), "data:image/png;base64," + base64.b64encode(png).decode(), values]
+    results = [maps.decode_map_and_hash(form) for form in forms]
+    assert len({digest for _, digest in results}) == 1 and len(results[0][1]) == 10
+    for decoded, _ in results:
+        assert np.array_equal(decoded, decode_map(image))
+    other = values.copy()
+    other[0, 0] ^= 1
+    assert maps.decode_map_and_hash(other)[1] != results[0][1]
+    assert maps.decode_map_and_hash(values.reshape(32, 24))[1] != results[0][1]
+    assert maps.decode_map_and_hash(values.astype(np.uint16) * 257)[1] != results[0][1]
