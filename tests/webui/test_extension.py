@@ -590,7 +590,7 @@ def test_refiner_run_keeps_zero_half(sdxl_server, switch_at):
         assert_dd_in_infotext(r)
         params = response_info(r).get("extra_generation_params", {})
         if use_refiner:
-            assert str(params.get("Refiner", "")).startswith("sdxl_refiner_graded"), params
+            assert str(params.get("Refiner", "")).startswith(refiner), params
             assert float(params.get("Refiner switch at")) == switch_at, params
         (results[use_refiner],) = decode_images(r)
     out = results[True]

@@ -69,6 +69,7 @@ def test_sd1_released_pixels_start_where_img2img_starts(sd1_server, extra_noise)
     released_like_plain(sd1_server, "SD1", extra_noise)
 
 
+@pytest.mark.needs("cfg_from_first_call")
 @pytest.mark.parametrize("extra_noise", [0.0, 0.3])
 def test_sdxl_released_pixels_start_where_img2img_starts(sdxl_server, extra_noise):
     released_like_plain(sdxl_server, "SDXL", extra_noise)
