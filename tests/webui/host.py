@@ -30,7 +30,7 @@ Host discovery (environment variables):
 * ``SD_WEBUI_SDXL_CKPT``, ``SD_WEBUI_SDXL_REFINER_CKPT`` Forge, reForge, Forge Classic: a
   full-size SDXL base and refiner (in the original layout; random weights will do) to stand in
   for the fixtures' small pair, which these hosts cannot load. Without both the SDXL tests skip
-  there. Those servers keep the weights in 16 bits (about 9 GB with base and refiner loaded).
+  there. Those servers keep the weights in 16 bits (reForge, holding base and refiner: about 15 GB).
 """
 from __future__ import annotations
 
@@ -115,21 +115,20 @@ class HostProfile:
     # (stand-in, flags): launch flags for a server that starts on that stand-in.
     stand_in_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-    def cannot(self, capability: str, environ=None) -> str | None:
+    def cannot(self, capability: str) -> str | None:
         """One-line skip reason when this host cannot do ``capability``, else None."""
         cause = dict(self.lacks).get(capability)
         given = dict(self.lifted_by).get(capability)
-        if cause and given and all(stand_in_given(kind, environ) for kind in given):
+        if cause and given and all(given_checkpoint(kind) is not None and given_checkpoint(kind).is_file() for kind in given):
             return None
         return f"{self.title}: {cause}" if cause else None
 
 
-def stand_in_given(kind: str, environ=None) -> bool:
-    """Whether the GENERATED_CHECKPOINTS entry ``kind`` is given by its ``env`` variable (a file)."""
-    env = os.environ if environ is None else environ
+def given_checkpoint(kind: str) -> Path | None:
+    """The file the ``env`` variable of the GENERATED_CHECKPOINTS entry ``kind`` names, if set."""
     name = GENERATED_CHECKPOINTS[kind].get("env")
-    given = env.get(name, "").strip() if name else ""
-    return bool(given) and Path(given).is_file()
+    given = os.environ.get(name, "").strip() if name else ""
+    return Path(given) if given else None
 
 
 CAPABILITIES = {
@@ -148,7 +147,7 @@ _FORGE_ARGS = ("--skip-prepare-environment", "--skip-python-version-check", "--s
 _SD15_ONLY = ("graded", "loads SD1 only in the SD1.5 layout (320-channel UNet, full-size VAE and CLIP-L), so a random-weight "
                         "stand-in replaces sd1_graded: how much an image changes means nothing there")
 _SD15_STAND_INS = (("sd1_graded", "sd15"), ("sd1_rand", "sd15_b"))
-# Full-size SDXL base and refiner (random weights, made outside the project: 6.9 and 6.1 GB in fp16)
+# Full-size SDXL base and refiner (random weights, made outside the project: 6.8 and 6.1 GB in fp16)
 # stand in for the fixtures' small pair on hosts that build SDXL's text encoders from fixed full-size
 # configs. Their weights stay in 16 bits (computed in fp32 on the CPU), so base and refiner fit a
 # 23 GB machine; the comparisons are within one server, so the storage type changes no proof.
@@ -314,11 +313,11 @@ class HostConfig:
         made once into the cache with the host's own interpreter. A recipe with an ``env`` name
         takes that file instead when the variable is set. Skips the test when it cannot be made."""
         recipe = GENERATED_CHECKPOINTS[kind]
-        given = os.environ.get(recipe.get("env") or "", "").strip()
-        if given:
-            if not Path(given).is_file():
+        given = given_checkpoint(kind)
+        if given is not None:
+            if not given.is_file():
                 pytest.skip(f"{recipe['env']}={given}: no such file")
-            return Path(given)
+            return given
         if recipe["script"] is None:
             pytest.skip(f"{self.profile.title}: no {recipe['stem']} checkpoint: set {recipe['env']} to one")
         cache = Path(os.environ.get("SD_WEBUI_CACHE", "").strip() or Path(tempfile.gettempdir()) / "sd-webui-differential-diffusion-cache")
