@@ -258,7 +258,7 @@ def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = Fa
             state.args, geometry, user_map=state.user_map, inpaint_mask=mask,
             fan_box=crop_region(p) if over_init_image else None, fan_over_init_image=tile is not None and not over_init_image,
         )  # fmt: skip
-        state.strengths[key] = strengths.astype(np.float32)
+        state.strengths[key] = np.asarray(strengths, dtype=np.float32)  # already float32: no copy
     return state.strengths[key]
 
 
@@ -413,9 +413,15 @@ def kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
 def original_in_output_frame(p: Any, state: RunState, index: int) -> Image.Image:
     """The init image as img2img placed it in the output (flattened, resized like the host)."""
     if index not in state.resized_originals:
-        geometry = Geometry(p.init_images[index].size, p.width, p.height, p.resize_mode)
-        original = images.flatten(p.init_images[index], shared.opts.img2img_background_color)
-        state.resized_originals[index] = images.resize_image(geometry.image_resize_mode, original, p.width, p.height)
+        init_image = p.init_images[index]
+        if init_image.mode == "RGB" and init_image.size == (p.width, p.height):
+            # Flattening an RGB image and resizing it to its own size (every mode, with or
+            # without an upscaler) give its pixels unchanged: skip two copies; only read here.
+            state.resized_originals[index] = init_image
+        else:
+            geometry = Geometry(init_image.size, p.width, p.height, p.resize_mode)
+            original = images.flatten(init_image, shared.opts.img2img_background_color)
+            state.resized_originals[index] = images.resize_image(geometry.image_resize_mode, original, p.width, p.height)
     return state.resized_originals[index]
 
 

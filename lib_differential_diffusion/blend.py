@@ -138,8 +138,7 @@ class DifferentialDiffusion:
         self.tracker = StepTracker(levels.eval_levels(self.run), boundary_call_ends_step)
         self._release_steps_present = steps_present(release, steps)
         self._last_pinned_step = max(self._release_steps_present) - 1  # pixels are pinned at every step below their release
-        self._masks_for_step: int | None = None
-        self._pinned = self._released_now = None
+        self._released_from_cache: dict[int, torch.Tensor] = {}
 
     def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
         """This run's release step for any strengths."""
@@ -154,12 +153,14 @@ class DifferentialDiffusion:
         """False when no pixel is ever pinned: the run is plain img2img."""
         return self._last_pinned_step >= 0
 
-    def _masks(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._masks_for_step != step:
-            self._pinned = self.release > step
-            self._released_now = self.release == step
-            self._masks_for_step = step
-        return self._pinned, self._released_now
+    def _released_from(self, step: int) -> torch.Tensor:
+        """Pixels released at ``step`` or later: the pixels pinned at ``step - 1``, and those to set at
+        the start of ``step`` (pinned or released now). One step's pinned mask is the next step's set
+        mask, so a step costs one comparison; only the masks of the current two steps are kept."""
+        if step not in self._released_from_cache:
+            self._released_from_cache = {kept: mask for kept, mask in self._released_from_cache.items() if kept >= step - 1}
+            self._released_from_cache[step] = self.release >= step
+        return self._released_from_cache[step]
 
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
         """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels (None: none pinned)."""
@@ -171,8 +172,8 @@ class DifferentialDiffusion:
         resets_released = at_step_start and step > 0 and step in self._release_steps_present
         if step > self._last_pinned_step and not resets_released:
             return None
-        pinned, released_now = self._masks(step)
-        to_set = pinned | released_now if resets_released else pinned
+        pinned = self._released_from(step + 1)
+        to_set = self._released_from(step) if resets_released else pinned
         renoised = self.levels.renoise(self.init_latent, self.noise, level_rows, self.run).to(x.dtype)
         torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
         return pinned if step <= self._last_pinned_step else None

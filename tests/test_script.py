@@ -458,6 +458,27 @@ def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     assert_no_hook_errors(host)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("resize_mode", [0, 1, 2])
+def test_kept_pixels_of_an_init_image_at_the_output_size_are_the_hosts(host, resize_mode, mode):
+    """At the output's size an RGB init image is used as it is (no flatten, no resize); other modes
+    still go through the host's flatten: kept pixels equal the host's own init pixels either way."""
+    init = photo(seed=5)
+    if mode == "RGBA":
+        alpha = Image.fromarray(np.tile(np.linspace(0, 255, SIZE).astype(np.uint8), (SIZE, 1)), "L")
+        init = init.convert("RGBA")
+        init.putalpha(alpha)
+    p, processed = generate(host, ui_values(map=columns(0, 0, 1, 1)), init_images=[init], resize_mode=resize_mode)
+    kept = p.differential_diffusion_state_seen.strengths[(0, False)] == 0
+    assert kept.any() and not kept.all()
+    image = host.driver.images.flatten(init, host.shared.opts.img2img_background_color)
+    original = pixels(host.driver.images.resize_image(resize_mode, image, SIZE, SIZE))
+    assert np.array_equal(pixels(processed.images[0])[kept], original[kept])
+    if mode == "RGBA":  # transparency flattened onto the background: not the RGBA image's own colour channels
+        assert not np.array_equal(original[kept], np.asarray(init)[..., :3][kept])
+    assert_no_hook_errors(host)
+
+
 def test_exception_inside_sampling_leaves_no_active_wrapper(host):
     _, baseline = plain(host, seed=3)
     failing = make_p(host, ui_values(map=ramp_map()), faults={3: RuntimeError("CUDA out of memory")}, seed=3)
