@@ -119,7 +119,7 @@ class HostProfile:
         """One-line skip reason when this host cannot do ``capability``, else None."""
         cause = dict(self.lacks).get(capability)
         given = dict(self.lifted_by).get(capability)
-        if cause and given and all(given_checkpoint(kind) is not None and given_checkpoint(kind).is_file() for kind in given):
+        if cause and given and all((path := given_checkpoint(kind)) is not None and path.is_file() for kind in given):
             return None
         return f"{self.title}: {cause}" if cause else None
 
