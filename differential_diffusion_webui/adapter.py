@@ -410,18 +410,23 @@ def kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
     return state.engine.never_released_pixels(strengths, state.slider)
 
 
+def init_image_in_output_frame(init_image: Image.Image, geometry: Geometry) -> Image.Image:
+    """The init image as img2img places it in the output: flattened and resized like the host
+    (the generation's preserve and the Preview both use it). Only to be read: it may be
+    ``init_image`` itself."""
+    if init_image.mode == "RGB" and init_image.size == (geometry.width, geometry.height):
+        # Flattening an RGB image and resizing it to its own size (every mode, with or
+        # without an upscaler) give its pixels unchanged: skip two copies.
+        return init_image
+    original = images.flatten(init_image, shared.opts.img2img_background_color)
+    return images.resize_image(geometry.image_resize_mode, original, geometry.width, geometry.height)
+
+
 def original_in_output_frame(p: Any, state: RunState, index: int) -> Image.Image:
-    """The init image as img2img placed it in the output (flattened, resized like the host)."""
+    """The init image as img2img placed it in the output (cached per run)."""
     if index not in state.resized_originals:
         init_image = p.init_images[index]
-        if init_image.mode == "RGB" and init_image.size == (p.width, p.height):
-            # Flattening an RGB image and resizing it to its own size (every mode, with or
-            # without an upscaler) give its pixels unchanged: skip two copies; only read here.
-            state.resized_originals[index] = init_image
-        else:
-            geometry = Geometry(init_image.size, p.width, p.height, p.resize_mode)
-            original = images.flatten(init_image, shared.opts.img2img_background_color)
-            state.resized_originals[index] = images.resize_image(geometry.image_resize_mode, original, p.width, p.height)
+        state.resized_originals[index] = init_image_in_output_frame(init_image, Geometry(init_image.size, p.width, p.height, p.resize_mode))
     return state.resized_originals[index]
 
 

@@ -25,10 +25,10 @@ from lib_differential_diffusion.fan import fan_denoising_strengths
 from lib_differential_diffusion.maps import Geometry, decode_map
 from lib_differential_diffusion.preview import preview_image
 from lib_differential_diffusion.strengths import pixel_strengths
-from modules import images, shared
+from modules import shared
 from modules.ui_components import InputAccordion
 
-from .adapter import panel_default
+from .adapter import init_image_in_output_frame, panel_default
 
 # img2img inputs the Preview reads, by elem_id, in the preview function's order.
 PREVIEW_INPUTS = ("img2img_image", "img2img_width", "img2img_height", "img2img_steps", "img2img_denoising_strength", "resize_mode")
@@ -178,9 +178,7 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
             geometry = Geometry(init_size, int(width), int(height), int(resize_mode or 0))
             user_map = None if args.source == "fan" else decode_map(args.user_map())
             strengths = pixel_strengths(args, geometry, user_map=user_map)
-            base = None
-            if init_image is not None:
-                base = images.resize_image(geometry.image_resize_mode, images.flatten(init_image, shared.opts.img2img_background_color), geometry.width, geometry.height)
+            base = None if init_image is None else init_image_in_output_frame(init_image, geometry)
             return preview_image(strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), init_image=base), ""
         except DifferentialDiffusionError as error:
             return None, _error_html(error)

@@ -437,7 +437,9 @@ def align_map(map_hw: np.ndarray, geometry: Geometry) -> np.ndarray:
     stretch, 1 scales to cover and cuts the overflow, 2 scales to fit and
     fills the bands by stretching the edge rows/columns.
 
-    Returns a new float32 (height, width) array in [0, 1].
+    Returns a float32 (height, width) array in [0, 1]: a new one, or, when the geometry asks
+    for no resampling (the whole float32 map at its own size), ``map_hw`` itself, to be read
+    only (a full-size copy would cost more than the rest of a generation's map work).
     """
     map_hw = _as_map(map_hw)
     init_w, init_h = geometry.init_size
@@ -449,6 +451,8 @@ def align_map(map_hw: np.ndarray, geometry: Geometry) -> np.ndarray:
     mode = 2 if geometry.crop_region else geometry.image_resize_mode
     result = _resize_image(mode, map_hw, box, (x2 - x1, y2 - y1), geometry.width, geometry.height)
     if np.may_share_memory(result, map_hw):  # a plain slice: decoded values, already in [0, 1]
+        if result.shape == map_hw.shape and result.flags.c_contiguous:
+            return map_hw
         return np.array(result, dtype=np.float32, order="C")
     return _finish(np.array(result, dtype=np.float32, order="C"))  # a fresh copy
 
@@ -484,6 +488,8 @@ def _resize_image(mode: int, map_hw: np.ndarray, box: tuple[float, float, float,
         src_w = width if ratio < src_ratio else im_w * height // im_h
         src_h = height if ratio >= src_ratio else im_h * width // im_w
     resized = _resample(map_hw, box, src_w, src_h)
+    if (src_w, src_h) == (width, height):  # the same aspect: it covers the canvas, no band
+        return resized
     result = np.zeros((height, width), dtype=np.float32)  # host: black canvas
     left, top = width // 2 - src_w // 2, height // 2 - src_h // 2
     _paste(result, resized, left, top)

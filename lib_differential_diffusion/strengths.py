@@ -45,7 +45,8 @@ def pixel_strengths(
     fan_box: tuple[int, int, int, int] | None = None,
     fan_over_init_image: bool = False,
 ) -> np.ndarray:
-    """Each output pixel's strength before the slider, float32 (height, width) in [0, 1].
+    """Each output pixel's strength before the slider, float32 (height, width) in [0, 1];
+    to be read only (it is ``user_map`` itself when nothing changes it).
 
     ``user_map`` (decoded, any size) gets the init image's ``geometry``; ``inpaint_mask``
     is the host's processed mask, already in the output's frame. A fan is drawn in the

@@ -535,7 +535,10 @@ def test_mode_3_is_a_stretch_and_identity_is_exact():
     np.testing.assert_array_equal(align_map(m, Geometry(resize_mode=3, **kwargs)), align_map(m, Geometry(resize_mode=0, **kwargs)))
     same = align_map(m, Geometry(init_size=(70, 50), width=70, height=50, resize_mode=1))
     np.testing.assert_array_equal(same, m)
-    assert not np.shares_memory(same, m)
+    assert same is m  # nothing to resample: no copy
+    part = align_map(m, Geometry(init_size=(70, 50), width=30, height=25, crop_region=(10, 5, 40, 30)))
+    np.testing.assert_array_equal(part, m[5:30, 10:40])
+    assert not np.shares_memory(part, m)  # a part is a new array
 
 
 def test_downscaling_is_area_averaging():
