@@ -198,6 +198,37 @@ def test_a_call_at_another_resolution_passes_through(denoiser):
     assert torch.equal(result, init)
 
 
+@pytest.mark.parametrize("levels_kind", ["sigma", "timestep"])
+def test_a_call_sets_exactly_the_pixels_of_its_step_over_the_whole_latent(levels_kind):
+    """Pinned pixels in a few boxes of the latent, per image: every call sets exactly the pixels
+    released at its step or later (step 0: later) to the host's start latent at the call's
+    level, and leaves every other pixel as the sampler left it."""
+    import k_diffusion.sampling as sampling
+
+    generator = torch.Generator().manual_seed(4)
+    strengths = torch.full((2, 1, 12, 20), 0.9, dtype=torch.float64)
+    strengths[0, :, 3:6, 4:9] = torch.linspace(0.0, 0.6, 5, dtype=torch.float64)
+    strengths[1, :, 7:10, 11:15] = 0.3
+    init, noise = torch.randn(2, 4, 12, 20, generator=generator), torch.randn(2, 4, 12, 20, generator=generator)
+    if levels_kind == "sigma":
+        levels = SigmaLevels(lambda n: sampling.get_sigmas_karras(n, 0.03, 14.6))
+    else:
+        levels = TimestepLevels(lambda n: torch.clip(torch.arange(0, 1000, 1000 // n) + 1, 0, 999), ALPHAS_CUMPROD)
+    engine = DifferentialDiffusion(pixel_strengths=strengths, init_latent=init, noise=noise, levels=levels, steps=10, run_strength=1.0)
+    call_levels = levels.eval_levels(engine.run).tolist()
+    assert len(call_levels) >= 5
+    for step, level in enumerate(call_levels):
+        level_rows = torch.full((2,), level, dtype=torch.float32)
+        x = torch.randn(2, 4, 12, 20, generator=generator)
+        before = x.clone()
+        engine.before_call(x, level_rows)
+        first = step if step > 0 else 1  # step 0's released pixels already hold their start latent
+        to_set = (engine.release >= first).expand_as(x)
+        renoised = levels.renoise(init, noise, level_rows, engine.run)
+        assert torch.equal(x[to_set], renoised[to_set]), step
+        assert torch.equal(x[~to_set], before[~to_set]), step
+
+
 # --- release schedule ---------------------------------------------------------
 
 
