@@ -141,9 +141,8 @@ def _regions(kept_blocks: Image.Image, factor: int, blur_reach: int) -> list[tup
     kinds = np.where(copy, _COPY, np.where(untouched, _UNTOUCHED, _MIX))
     groups: list[tuple[int, int, list[tuple[int, int, int]]]] = []  # (y0, y1, runs) in reduced pixels
     budget = PRESERVE_MERGE // (factor * factor)
-    for index, band_kinds in enumerate(kinds):
+    for index, runs in enumerate(_runs_of_rows(kinds)):
         y0, y1 = index * band, min(blocks.shape[0], (index + 1) * band)
-        runs = _runs(band_kinds)
         joined = _joined(groups[-1], (y0, y1, runs), budget) if groups else None
         if joined is not None:
             groups[-1] = joined
@@ -185,11 +184,15 @@ def _per_band(values: np.ndarray, band: int, reduce: Callable[..., np.ndarray]) 
 _COPY, _UNTOUCHED, _MIX = 0, 1, 2
 
 
-def _runs(kinds: np.ndarray) -> list[tuple[int, int, int]]:
-    """(start, end, kind) of each run of equal values in a 1-D array."""
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(kinds)) + 1))
-    ends = np.append(starts[1:], len(kinds))
-    return [(int(start), int(end), int(kinds[start])) for start, end in zip(starts, ends)]
+def _runs_of_rows(kinds: np.ndarray) -> list[list[tuple[int, int, int]]]:
+    """Per row of a 2-D array, (start, end, kind) of each run of equal values (one numpy pass for all rows)."""
+    width = kinds.shape[1]
+    starts: list[list[int]] = [[0] for _ in range(len(kinds))]
+    rows, columns = np.nonzero(kinds[:, 1:] != kinds[:, :-1])
+    for row, column in zip(rows.tolist(), columns.tolist()):
+        starts[row].append(column + 1)
+    values = kinds.tolist()
+    return [[(start, end, row_values[start]) for start, end in zip(row_starts, row_starts[1:] + [width])] for row_starts, row_values in zip(starts, values)]
 
 
 def _grown(mask: np.ndarray, radius: int, axis: int) -> np.ndarray:
