@@ -112,6 +112,7 @@ class RunState:
     user_map: np.ndarray | None  # decoded map (sources "map" and "draw"), at its own size
     map_hash: str | None
     strengths: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # per init image and frame, before the slider
+    kept: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # pixels the engine never releases, same keys
     engine: DifferentialDiffusion | None = None
     wrapped_denoiser: tuple[Any, Any, Any] | None = None
     inpaint_mask: np.ndarray | None = None  # the host's processed mask, once computed
@@ -372,6 +373,10 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
         boundary_call_ends_step=sampler_function_name(p.sampler) in BOUNDARY_CALL_SAMPLERS,
         observer=CallLog() if TEST_HOOKS else None,
     )
+    state.kept.clear()  # a new engine (the refiner's pass, say) may release other pixels
+    if state.args.preserve and crop_region(p) is None:
+        for index in sorted({init_image_index(p, batch_index) for batch_index in range(init_latent.shape[0])}):
+            kept_of(p, state, index)  # now, while the strengths are still in the CPU's cache
     if state.engine.active:
         install(state, p.sampler)
         if p.extra_generation_params.get(SOFT_INPAINTING_INFOTEXT_KEY):
@@ -410,6 +415,14 @@ def kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
     return state.engine.never_released_pixels(strengths, state.slider)
 
 
+def kept_of(p: Any, state: RunState, index: int, over_init_image: bool = False) -> np.ndarray:
+    """``kept_pixels`` of one init image's strengths, once per engine (a batch shares it)."""
+    key = (index, over_init_image)
+    if key not in state.kept:
+        state.kept[key] = kept_pixels(state, strengths_of(p, state, index, over_init_image))
+    return state.kept[key]
+
+
 def init_image_in_output_frame(init_image: Image.Image, geometry: Geometry) -> Image.Image:
     """The init image as img2img places it in the output: flattened and resized like the host
     (the generation's preserve and the Preview both use it). Only to be read: it may be
@@ -435,7 +448,7 @@ def postprocess_image(p: Any, pp: Any) -> None:
     if state is None or not state.args.preserve or crop_region(p) is not None:
         return  # "only masked" is preserved after the WebUI pastes the crop back
     index = init_image_index(p, getattr(p, "batch_index", 0))
-    kept = kept_pixels(state, strengths_of(p, state, index))
+    kept = kept_of(p, state, index)
     if kept.any():
         pp.image = preserve(pp.image, original_in_output_frame(p, state, index), kept)
 
@@ -448,7 +461,7 @@ def postprocess_image_after_composite(p: Any, pp: Any) -> None:
         return
     index = init_image_index(p, getattr(p, "batch_index", 0))
     if state.args.preserve and crop_region(p) is not None:
-        kept = kept_pixels(state, strengths_of(p, state, index, over_init_image=True))
+        kept = kept_of(p, state, index, over_init_image=True)
         if kept.any():
             pp.image = preserve(pp.image, images.flatten(p.init_images[index], shared.opts.img2img_background_color), kept)
     if state.args.source == "fan" and tile_box(p.init_images[index]) is None:
