@@ -558,6 +558,23 @@ def test_batch_size_two_blends_each_image_with_its_own_init_noise_and_map(host):
     assert_no_hook_errors(host)
 
 
+def test_a_batch_of_one_init_image_finds_its_kept_pixels_once(host, monkeypatch):
+    """Which pixels are never released depends on the init image and the engine, not on the batch
+    image: found once per run (right after sampling starts), and every image of the batch keeps them."""
+    from lib_differential_diffusion.blend import DifferentialDiffusion
+
+    calls = []
+    never_released_pixels = DifferentialDiffusion.never_released_pixels
+    monkeypatch.setattr(DifferentialDiffusion, "never_released_pixels", lambda self, *a, **k: calls.append(1) or never_released_pixels(self, *a, **k))
+    p, batch = generate(host, ui_values(map=columns(0, 1, 1, 1)), batch_size=3, denoising_strength=0.8, seed=20)
+    assert len(batch.images) == 3 and len(calls) == 1
+    original = host_init_image(host, p, 0)
+    for image in batch.images:
+        assert np.array_equal(pixels(image)[:, :16], original[:, :16])
+        assert not np.array_equal(pixels(image)[:, 16:], original[:, 16:])
+    assert_no_hook_errors(host)
+
+
 @pytest.mark.parametrize("sampler_name", ["Euler a", "DDIM"])
 @pytest.mark.parametrize("change_map", [ramp_map, lambda: columns(0, 0.5)], ids=["ramp", "max 0.5 (skips steps)"])
 def test_batch_count_two_rebuilds_the_blend_for_each_batch(host, sampler_name, change_map):
