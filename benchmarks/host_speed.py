@@ -14,7 +14,10 @@ Per size, interleaved so drifts hit every case alike, every other round in rever
 * plain vs an all-white map at strength 0.8 (the extension stays out of the way).
 
 With SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST=1 on the host, the model calls of the map runs
-are read from the extension's report.
+and the extension's own time in them (its hooks, and the blend in each model call, timed
+inside the host) are read from the extension's report. The own time gives the ratio
+``(reference + own) / reference`` to far finer than the wall-clock ratio, which a shared
+machine blurs by several percent.
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ def main() -> None:
     session = requests.Session()
     session.trust_env = False
 
-    def calls_of_last_run() -> int | None:
+    def last_run() -> dict:
         report = session.get(f"{args.url}/differential-diffusion/v1/test/last-run", timeout=30)
-        return len(report.json().get("calls", [])) if report.ok and report.json() else None
+        return report.json() if report.ok else {}
 
     for size in args.sizes:
         yy, xx = np.mgrid[0:size, 0:size]
@@ -67,6 +70,7 @@ def main() -> None:
         encoded = {name: (strength, None if image is None else png_b64(image)) for name, (strength, image) in cases.items()}
         times: dict[str, list[float]] = {name: [] for name in cases}
         calls: dict[str, int | None] = {}
+        own: dict[str, list[float]] = {name: [] for name in cases}
 
         def run(name: str) -> float:
             strength, change_map = encoded[name]
@@ -78,7 +82,10 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             response.raise_for_status()
             if change_map is not None:
-                calls[name] = calls_of_last_run()
+                report = last_run()
+                calls[name] = len(report["calls"]) if "calls" in report else None
+                if report.get("own_seconds"):
+                    own[name].append(sum(report["own_seconds"].values()))
             return elapsed
 
         for name in cases:  # warm-up
@@ -94,6 +101,9 @@ def main() -> None:
         for reference, name in (("plain at 1.0", "band map 0..1 at 1.0"), ("plain at 0.5", "map max 0.5 at 1.0"), ("plain at 0.8", "all-white map at 0.8")):
             made = f", {calls[name]} model calls" if calls.get(name) is not None else ""
             print(f"  {name:22s} {median[name]:7.3f} s vs {reference:13s} {median[reference]:7.3f} s: ratio {median[name] / median[reference]:5.3f}{made}")
+            if own[name][1:]:  # without the warm-up run
+                own_median = statistics.median(own[name][1:])
+                print(f"  {'':22s} own time {own_median * 1000:7.1f} ms (median): ratio (reference + own) / reference {(median[reference] + own_median) / median[reference]:6.4f}")
 
 
 if __name__ == "__main__":

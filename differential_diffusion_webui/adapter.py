@@ -7,9 +7,11 @@ keeps a ``RunState`` between hooks.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -70,6 +72,27 @@ HOST = surfaces.detect_host()
 _active_run: str | None = None
 _last_run_report: dict[str, Any] = {}
 _seen_elem_ids: set[str] = set()
+_own_seconds: dict[str, float] = {}  # test mode: the extension's own time in the latest run, per hook
+
+
+def own_time(function: Callable) -> Callable:
+    """In test mode, ``function`` adding its time to the latest run's own time (reported with the
+    last run: ``benchmarks/host_speed.py`` sets it against the generation's); else ``function``."""
+    if not TEST_HOOKS:
+        return function
+    name = function.__name__
+
+    @functools.wraps(function)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        if name == "before_process":
+            _own_seconds.clear()
+        start = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _own_seconds[name] = _own_seconds.get(name, 0.0) + time.perf_counter() - start
+
+    return timed
 
 
 class ArgumentsRefused(DifferentialDiffusionError):
@@ -161,6 +184,7 @@ def selected_script(p: Any) -> str | None:
         return None
 
 
+@own_time
 def before_process(p: Any, script_args: tuple) -> None:
     global _active_run
     _active_run = None  # reset at every start, whatever the last run left
@@ -196,6 +220,7 @@ def before_process(p: Any, script_args: tuple) -> None:
     p.extra_generation_params.update(args.infotext(state.map_hash))
 
 
+@own_time
 def process(p: Any) -> None:
     if state_of(p) is not None and getattr(p, "image_mask", None) is not None:
         p.mask_round = False  # strengths are map x soft mask: keep the WebUI's mask soft too
@@ -348,6 +373,7 @@ def uninstall(state: RunState) -> None:
     state.wrapped_denoiser = None
 
 
+@own_time
 def before_sampling(p: Any, sampling_kwargs: dict) -> None:
     state = state_of(p)
     if state is None:
@@ -377,6 +403,8 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
     if state.args.preserve and crop_region(p) is None:
         for index in sorted({init_image_index(p, batch_index) for batch_index in range(init_latent.shape[0])}):
             kept_of(p, state, index)  # now, while the strengths are still in the CPU's cache
+    if TEST_HOOKS:  # the blend's own time in every model call
+        state.engine.before_call, state.engine.after_call = own_time(state.engine.before_call), own_time(state.engine.after_call)
     if state.engine.active:
         install(state, p.sampler)
         if p.extra_generation_params.get(SOFT_INPAINTING_INFOTEXT_KEY):
@@ -386,6 +414,7 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
             p.extra_generation_params[WITH_SOFT_INPAINTING_INFOTEXT_KEY] = "final composite only"
 
 
+@own_time
 def on_mask_blend(p: Any, mba: Any) -> None:
     # The change map (already multiplied by the mask) decides what is kept;
     # the WebUI's own latent mask blend would pin partly masked pixels forever.
@@ -394,6 +423,7 @@ def on_mask_blend(p: Any, mba: Any) -> None:
         mba.blended_latent = mba.current_latent
 
 
+@own_time
 def post_sample(p: Any, ps: Any) -> None:
     state = state_of(p)
     if state is None or state.engine is None:
@@ -443,6 +473,7 @@ def original_in_output_frame(p: Any, state: RunState, index: int) -> Image.Image
     return state.resized_originals[index]
 
 
+@own_time
 def postprocess_image(p: Any, pp: Any) -> None:
     state = state_of(p)
     if state is None or not state.args.preserve or crop_region(p) is not None:
@@ -453,6 +484,7 @@ def postprocess_image(p: Any, pp: Any) -> None:
         pp.image = preserve(pp.image, original_in_output_frame(p, state, index), kept)
 
 
+@own_time
 def postprocess_image_after_composite(p: Any, pp: Any) -> None:
     # Inpaint "only masked" resamples the generated crop when pasting it back, so kept
     # pixels can only be the input's exactly here, over the whole init image.
@@ -487,6 +519,7 @@ def label_fan_copy(p: Any, state: RunState, image: Image.Image) -> None:
     state.fan_copies.append(FanCopy(labelled, info, p.seeds[index], p.prompts[index]))
 
 
+@own_time
 def postprocess(p: Any, processed: Any) -> None:
     global _active_run
     state = state_of(p)
@@ -713,7 +746,7 @@ def add_routes(_demo: Any, app: Any) -> None:
             route.app = ArgsShapeGuard(route.app)
     routes = {"/differential-diffusion/v1/schema": schema}
     if TEST_HOOKS:
-        routes["/differential-diffusion/v1/test/last-run"] = lambda: dict(_last_run_report)
+        routes["/differential-diffusion/v1/test/last-run"] = lambda: dict(_last_run_report, own_seconds=dict(_own_seconds)) if _last_run_report else {}
         routes["/differential-diffusion/v1/test/callbacks"] = _callback_counts
         routes["/differential-diffusion/v1/test/surfaces"] = _test_report_surfaces
     present = {getattr(route, "path", None) for route in app.routes}

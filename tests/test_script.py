@@ -18,8 +18,10 @@ import importlib.util
 import inspect
 import io
 import json
+import os
 import re
 import sys
+import time
 import types
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -109,13 +111,21 @@ def host():
         import gradio as gr
         from modules import errors, script_callbacks, scripts, shared
 
-        module = load_script_file()
+        # What the real-host harness switches on: the engine logs its calls, hooks time themselves.
+        test_switch = os.environ.get("SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST")
+        os.environ["SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST"] = "1"
+        try:
+            module = load_script_file()
+        finally:
+            if test_switch is None:
+                del os.environ["SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST"]
+            else:
+                os.environ["SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST"] = test_switch
+        assert sys.modules["differential_diffusion_webui.adapter"].TEST_HOOKS
         for value in module.__dict__.values():
             if inspect.isclass(value) and issubclass(value, scripts.Script):
                 scripts.scripts_data.append(scripts.ScriptClassData(value, str(SCRIPT_PATH), str(ROOT), module))
 
-        # What the real-host harness switches on (SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST=1): the engine logs its calls.
-        sys.modules["differential_diffusion_webui.adapter"].TEST_HOOKS = True
         script = module.Script()
         # The script drops its per-run state in postprocess; keep what it was for the tests to read.
         postprocess = script.postprocess
@@ -942,12 +952,18 @@ def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
     ]  # fmt: skip
     counts_before = app.routes[2].endpoint()
     assert counts_before["callbacks_app_started"] >= 1 and counts_before == {category: len(callbacks) for category, callbacks in host.script_callbacks.callback_map.items()}
+    start = time.perf_counter()
     p, _ = generate(host, ui_values(map=columns(0, 1)), sampler_name="Heun")
+    elapsed = time.perf_counter() - start
     assert app.routes[2].endpoint() == counts_before  # a generation registers nothing
     report = json.loads(json.dumps(app.routes[1].endpoint()))
     engine = p.differential_diffusion_state_seen.engine
     assert report["sampler"] == "Heun" and report["active"] is True
     assert report["release"] == engine.release.tolist() and len(report["calls"]) == len(engine.observer) == p.sampler.model_wrap_cfg.calls
+    # The extension's own time in that run, per hook and in the blend of its model calls (host_speed reads it).
+    own = report["own_seconds"]
+    assert {"before_process", "before_sampling", "postprocess_image", "postprocess", "before_call", "after_call"} <= set(own)
+    assert all(seconds > 0 for seconds in own.values()) and sum(own.values()) < elapsed
 
 
 # --- preview ----------------------------------------------------------------------------------------
