@@ -36,7 +36,7 @@ from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
 from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
-from lib_differential_diffusion.maps import Geometry, align_map, decode_map_and_hash, to_latent
+from lib_differential_diffusion.maps import Geometry, MapSource, align_map, decode_map_and_hash, source_pixels, to_latent
 from lib_differential_diffusion.schedule import (
     SigmaLevels,
     alpha_start_rule,
@@ -72,7 +72,9 @@ HOST = surfaces.detect_host()
 _active_run: str | None = None
 _last_run_report: dict[str, Any] = {}
 _seen_elem_ids: set[str] = set()
-_own_seconds: dict[str, float] = {}  # test mode: the extension's own time in the latest run, per hook
+# Test mode: the extension's own time in the latest run, per hook and in the blend of the model
+# calls; "decode_map_image" (the map's image decoding) is also part of "before_process".
+_own_seconds: dict[str, float] = {}
 
 
 def own_time(function: Callable) -> Callable:
@@ -185,6 +187,12 @@ def selected_script(p: Any) -> str | None:
 
 
 @own_time
+def decode_map_image(source: MapSource) -> np.ndarray:
+    """The map's pixels as stored: PNG (or other) bytes decoded; its own entry in the own time."""
+    return source_pixels(source)
+
+
+@own_time
 def before_process(p: Any, script_args: tuple) -> None:
     global _active_run
     _active_run = None  # reset at every start, whatever the last run left
@@ -206,9 +214,9 @@ def before_process(p: Any, script_args: tuple) -> None:
             )  # fmt: skip
         user_map = user_map_hash = None
         if args.source == "map":
-            user_map, user_map_hash = decode_map_and_hash(map_for_batch_image(source_paths, args.map_folder, args.user_map()))
+            user_map, user_map_hash = decode_map_and_hash(decode_map_image(map_for_batch_image(source_paths, args.map_folder, args.user_map())))
         elif args.source == "draw":
-            user_map, user_map_hash = decode_map_and_hash(args.user_map())
+            user_map, user_map_hash = decode_map_and_hash(decode_map_image(args.user_map()))
         elif args.source == "inpaint mask" and getattr(p, "image_mask", None) is None:
             raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
     except DifferentialDiffusionError as error:
@@ -707,15 +715,25 @@ def callback_name(registrar: Callable) -> dict[str, str]:
 
 
 def _record_run(p: Any, state: RunState) -> None:
+    # What the route serves, kept as it is: encoded when read, so the run's own time holds none of it.
     _last_run_report.clear()
     _last_run_report.update(
         sampler=p.sampler_name,
-        release=state.engine.release.cpu().tolist(),
+        release=state.engine.release,
         calls=list(state.engine.observer or ()),
         active=state.engine.active,
         map_source=state.args.source,
-        received_map=None if state.user_map is None else _png16_base64(state.user_map),
+        received_map=state.user_map,
     )
+
+
+def _last_run() -> dict[str, Any]:
+    if not _last_run_report:
+        return {}
+    report = dict(_last_run_report, own_seconds=dict(_own_seconds))
+    report["release"] = report["release"].cpu().tolist()
+    report["received_map"] = None if report["received_map"] is None else _png16_base64(report["received_map"])
+    return report
 
 
 def _png16_base64(array: np.ndarray) -> str:
@@ -746,7 +764,7 @@ def add_routes(_demo: Any, app: Any) -> None:
             route.app = ArgsShapeGuard(route.app)
     routes = {"/differential-diffusion/v1/schema": schema}
     if TEST_HOOKS:
-        routes["/differential-diffusion/v1/test/last-run"] = lambda: dict(_last_run_report, own_seconds=dict(_own_seconds)) if _last_run_report else {}
+        routes["/differential-diffusion/v1/test/last-run"] = _last_run
         routes["/differential-diffusion/v1/test/callbacks"] = _callback_counts
         routes["/differential-diffusion/v1/test/surfaces"] = _test_report_surfaces
     present = {getattr(route, "path", None) for route in app.routes}

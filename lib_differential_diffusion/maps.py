@@ -98,22 +98,23 @@ def decode_map(source: MapSource) -> np.ndarray:
     ``data:image/...;base64,`` URL. Raises DifferentialDiffusionError("map",
     ...) for anything else.
     """
-    return _decode_array(_source_pixels(source))
+    return _decode_array(source_pixels(source))
 
 
 def decode_map_and_hash(source: MapSource) -> tuple[np.ndarray, str]:
     """``decode_map`` and a short hash of the map's pixels as stored (8/16-bit values or floats,
     with their shape): the same picture hashes alike whether it came as a PIL image, PNG bytes or
     base64. Hashing the stored values, not the float map, reads a quarter of the bytes for 8-bit."""
-    pixels = _source_pixels(source)
+    pixels = source_pixels(source)
     decoded = _decode_array(pixels)  # checks the array first
     digest = hashlib.sha256(f"{pixels.dtype.str}{pixels.shape}".encode())
     digest.update(memoryview(np.ascontiguousarray(pixels)).cast("B"))
     return decoded, digest.hexdigest()[:10]
 
 
-def _source_pixels(source: MapSource) -> np.ndarray:
-    """The map's pixels as stored (before scaling to [0, 1] and reducing colour to gray)."""
+def source_pixels(source: MapSource) -> np.ndarray:
+    """The map's pixels as stored (before scaling to [0, 1] and reducing colour to gray): the
+    image decoding of ``decode_map``, which takes its result as it is (an array is a source)."""
     if source is None:
         _fail("no map was given")
     if isinstance(source, Image.Image):
