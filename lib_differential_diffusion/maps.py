@@ -452,7 +452,7 @@ def align_map(map_hw: np.ndarray, geometry: Geometry) -> np.ndarray:
     mode = 2 if geometry.crop_region else geometry.image_resize_mode
     result = _resize_image(mode, map_hw, box, (x2 - x1, y2 - y1), geometry.width, geometry.height)
     if np.may_share_memory(result, map_hw):  # a plain slice: decoded values, already in [0, 1]
-        if result.shape == map_hw.shape and result.flags.c_contiguous:
+        if result.shape == map_hw.shape:  # a same-shape view of the map is the whole map
             return map_hw
         return np.array(result, dtype=np.float32, order="C")
     return _finish(np.array(result, dtype=np.float32, order="C"))  # a fresh copy
