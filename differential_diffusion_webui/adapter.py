@@ -75,19 +75,21 @@ _seen_elem_ids: set[str] = set()
 # Test mode: the extension's own time in the latest run, per hook and in the blend of the model
 # calls; "decode_map_image" (the map's image decoding) is also part of "before_process".
 _own_seconds: dict[str, float] = {}
-TEST_REPORT_PART = "test report"  # inside post_sample, taken out of it when reported
 
 
-def own_time(function: Callable) -> Callable:
+def own_time(function: Callable | None = None, *, starts_run: bool = False) -> Callable:
     """In test mode, ``function`` adding its time to the latest run's own time (reported with the
-    last run: ``benchmarks/host_speed.py`` sets it against the generation's); else ``function``."""
+    last run: ``benchmarks/host_speed.py`` sets it against the generation's); else ``function``.
+    ``starts_run``: the hook that opens a run, which clears the last run's timings first."""
+    if function is None:
+        return functools.partial(own_time, starts_run=starts_run)
     if not TEST_HOOKS:
         return function
     name = function.__name__
 
     @functools.wraps(function)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        if name == "before_process":
+        if starts_run:
             _own_seconds.clear()
         start = time.perf_counter()
         try:
@@ -193,7 +195,7 @@ def decode_map_image(source: MapSource) -> np.ndarray:
     return source_pixels(source)
 
 
-@own_time
+@own_time(starts_run=True)
 def before_process(p: Any, script_args: tuple) -> None:
     global _active_run
     _active_run = None  # reset at every start, whatever the last run left
@@ -432,16 +434,22 @@ def on_mask_blend(p: Any, mba: Any) -> None:
         mba.blended_latent = mba.current_latent
 
 
-@own_time
 def post_sample(p: Any, ps: Any) -> None:
+    state = end_sampling(p, ps)
+    if TEST_HOOKS and state is not None:
+        _record_run(p, state)  # outside the timed part: reporting is the test mode's work
+
+
+@own_time
+def end_sampling(p: Any, ps: Any) -> RunState | None:
+    """post_sample's work: the run's model wrapper off, the slider back, the latents finalized."""
     state = state_of(p)
     if state is None or state.engine is None:
-        return
+        return None
     uninstall(state)
     p.denoising_strength = state.slider
     ps.samples = state.engine.finalize(ps.samples)
-    if TEST_HOOKS:
-        _record_run(p, state)
+    return state
 
 
 # --- after sampling -------------------------------------------------------------------
@@ -716,7 +724,7 @@ def callback_name(registrar: Callable) -> dict[str, str]:
 
 
 def _record_run(p: Any, state: RunState) -> None:
-    start = time.perf_counter()
+    # The map is encoded now: holding it until the route is read would keep up to 256 MB alive.
     _last_run_report.clear()
     _last_run_report.update(
         sampler=p.sampler_name,
@@ -726,19 +734,12 @@ def _record_run(p: Any, state: RunState) -> None:
         map_source=state.args.source,
         received_map=None if state.user_map is None else _png16_base64(state.user_map),
     )
-    # Encoded now (holding the map until the route is read would keep up to 256 MB alive), and
-    # taken out of the run's own time: reporting is the test mode's work, not the extension's.
-    _own_seconds[TEST_REPORT_PART] = time.perf_counter() - start
 
 
 def _last_run() -> dict[str, Any]:
     if not _last_run_report:
         return {}
-    own = dict(_own_seconds)
-    report_seconds = own.pop(TEST_REPORT_PART, 0.0)
-    if "post_sample" in own:
-        own["post_sample"] -= report_seconds
-    return dict(_last_run_report, own_seconds=own)
+    return dict(_last_run_report, own_seconds=dict(_own_seconds))
 
 
 def _png16_base64(array: np.ndarray) -> str:

@@ -962,7 +962,7 @@ def test_last_run_route_only_with_the_test_switch(host, monkeypatch):
     assert report["release"] == engine.release.tolist() and len(report["calls"]) == len(engine.observer) == p.sampler.model_wrap_cfg.calls
     # The extension's own time in that run, per hook and in the blend of its model calls (host_speed reads it).
     own = report["own_seconds"]
-    assert {"before_process", "decode_map_image", "before_sampling", "postprocess_image", "postprocess", "before_call", "after_call"} <= set(own)
+    assert {"before_process", "decode_map_image", "before_sampling", "end_sampling", "postprocess_image", "postprocess", "before_call", "after_call"} <= set(own)
     assert all(seconds > 0 for seconds in own.values()) and own["decode_map_image"] < own["before_process"]
     assert sum(seconds for part, seconds in own.items() if part != "decode_map_image") < elapsed  # the decoding is inside before_process
 
