@@ -498,7 +498,9 @@ def postprocess_image(p: Any, pp: Any) -> None:
     index = init_image_index(p, getattr(p, "batch_index", 0))
     kept = kept_of(p, state, index)
     if kept.any():
-        pp.image = preserve(pp.image, original_in_output_frame(p, state, index), kept)
+        # pp.image is the image this hook chain hands on, made by the host from the samples and kept
+        # by it only after the chain (every host): edited in place, no full-size copy (4-16 MB).
+        pp.image = preserve(pp.image, original_in_output_frame(p, state, index), kept, in_place=True)
 
 
 @own_time
@@ -512,6 +514,7 @@ def postprocess_image_after_composite(p: Any, pp: Any) -> None:
     if state.args.preserve and crop_region(p) is not None:
         kept = kept_of(p, state, index, over_init_image=True)
         if kept.any():
+            # A copy here: Forge-based hosts keep this image (pixels_after_sampling) before the hook.
             pp.image = preserve(pp.image, images.flatten(p.init_images[index], shared.opts.img2img_background_color), kept)
     if state.args.source == "fan" and tile_box(p.init_images[index]) is None:
         # Of the finished image, as saved. Tiles of an upscale get none: the script reassembles

@@ -68,8 +68,9 @@ def pixel_strengths(
     return strengths if mask is None else strengths * mask
 
 
-def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) -> Image.Image:
+def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray, *, in_place: bool = False) -> Image.Image:
     """Original pixels where ``kept``, with a short ramp into the generated ones (no seam).
+    ``in_place``: write into ``generated`` itself when it is RGB (saves a full-size copy).
 
     The ramp is 8-bit: the kept mask blurred (at a quarter of the resolution, enough for a
     ramp a few pixels wide) and stretched back. Kept pixels get weight 0 and pixels out of
@@ -98,7 +99,10 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray) ->
     box_factor = factor if min(kept_box.shape) >= 2 * factor else 1
     kept_blocks = kept_image.reduce(box_factor) if box_factor > 1 else kept_image
     blur = PRESERVE_FEATHER / box_factor  # the ramp's blur, in reduced pixels
-    result = generated.copy() if generated.mode == "RGB" else generated.convert("RGB")
+    if generated.mode != "RGB":
+        result = generated.convert("RGB")
+    else:
+        result = generated if in_place else generated.copy()
     source = _rgb(original)
     for x0, y0, x1, y1, mixes in _regions(kept_blocks, box_factor, _blur_reach(blur)):
         # In the image's coordinates, cut at its edge.

@@ -39,6 +39,21 @@ def test_preserve_keeps_zero_strength_pixels_exactly_and_ramps_smoothly():
     assert preserve(smaller, original, strengths <= 0) is smaller
 
 
+def test_preserve_in_place_writes_the_same_pixels_into_the_generated_image():
+    rng = np.random.default_rng(2)
+    original = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
+    generated = Image.fromarray(rng.integers(0, 256, (64, 96, 3)).astype(np.uint8))
+    before = pixels(generated).copy()
+    kept = np.zeros((64, 96), dtype=bool)
+    kept[8:40, 10:50] = True
+    copied = preserve(generated, original, kept)
+    assert copied is not generated and np.array_equal(pixels(generated), before)  # the argument untouched
+    edited = preserve(generated, original, kept, in_place=True)
+    assert edited is generated and np.array_equal(pixels(edited), pixels(copied)) and not np.array_equal(pixels(edited), before)
+    gray = Image.fromarray(before[:, :, 0])  # not RGB: converted, so never in place
+    assert preserve(gray, original, kept, in_place=True) is not gray
+
+
 def test_preserve_without_kept_pixels_returns_the_generated_image():
     generated = Image.new("RGB", (16, 16), (1, 2, 3))
     assert preserve(generated, Image.new("RGB", (16, 16)), np.zeros((16, 16), bool)) is generated
