@@ -36,7 +36,7 @@ from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
 from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
-from lib_differential_diffusion.maps import Geometry, MapSource, align_map, decode_map_and_hash, source_pixels, to_latent
+from lib_differential_diffusion.maps import Geometry, MapSource, align_map, decode_map_and_hash, source_pixels, stored_8bit, to_latent
 from lib_differential_diffusion.schedule import (
     SigmaLevels,
     alpha_start_rule,
@@ -139,6 +139,7 @@ class RunState:
     args: DifferentialDiffusionArgs
     user_map: np.ndarray | None  # decoded map (sources "map" and "draw"), at its own size
     map_hash: str | None
+    user_map_8bit: np.ndarray | None = None  # the 8-bit gray values user_map was decoded from, if it was
     strengths: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # per init image and frame, before the slider
     kept: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # pixels the engine never releases, same keys
     engine: DifferentialDiffusion | None = None
@@ -215,17 +216,22 @@ def before_process(p: Any, script_args: tuple) -> None:
                 "script", f'"{script}" grows the canvas, so a map made for the input image cannot be placed on its result; '
                 "use map source 'inpaint mask' (the new area is the masked part), or outpaint first and change the result with a map",
             )  # fmt: skip
-        user_map = user_map_hash = None
+        user_map = user_map_hash = pixels = None
         if args.source == "map":
-            user_map, user_map_hash = decode_map_and_hash(decode_map_image(map_for_batch_image(source_paths, args.map_folder, args.user_map())))
+            pixels = decode_map_image(map_for_batch_image(source_paths, args.map_folder, args.user_map()))
         elif args.source == "draw":
-            user_map, user_map_hash = decode_map_and_hash(decode_map_image(args.user_map()))
+            pixels = decode_map_image(args.user_map())
         elif args.source == "inpaint mask" and getattr(p, "image_mask", None) is None:
             raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
+        if pixels is not None:
+            user_map, user_map_hash = decode_map_and_hash(pixels)
     except DifferentialDiffusionError as error:
         refuse(p, error)
         return
-    state = RunState(run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, user_map=user_map, map_hash=user_map_hash)
+    state = RunState(
+        run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, user_map=user_map, map_hash=user_map_hash,
+        user_map_8bit=None if pixels is None else stored_8bit(pixels),
+    )  # fmt: skip
     setattr(p, STATE_ATTRIBUTE, state)
     _active_run = state.run_id
     p.extra_generation_params.update(args.infotext(state.map_hash))
@@ -392,7 +398,10 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
     uninstall(state)
     init_latent, noise = sampling_kwargs["x"], sampling_kwargs["noise"]
     latent_hw = (init_latent.shape[2], init_latent.shape[3])
-    rows = [to_latent(strengths_of(p, state, init_image_index(p, index)), latent_hw)[0] for index in range(init_latent.shape[0])]
+    rows = []
+    for batch_index in range(init_latent.shape[0]):
+        strengths = strengths_of(p, state, init_image_index(p, batch_index))
+        rows.append(to_latent(strengths, latent_hw, stored_8bit_of(state, strengths))[0])
     pixel_strengths_latent = torch.stack(rows).to(torch.float64) * state.slider
     run_strength = state.slider
     if can_skip_steps(step_counting(p, sampling_kwargs)):
@@ -455,11 +464,17 @@ def end_sampling(p: Any, ps: Any) -> RunState | None:
 # --- after sampling -------------------------------------------------------------------
 
 
+def stored_8bit_of(state: RunState, strengths: np.ndarray) -> np.ndarray | None:
+    """The 8-bit values ``strengths`` was decoded from: when they are the decoded map itself
+    (``pixel_strengths`` resampled, changed and masked nothing) and it came from 8-bit gray."""
+    return state.user_map_8bit if strengths is state.user_map else None
+
+
 def kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
     """Pixels never released: strength 0, or too small for the sampler to take a step."""
     if state.engine is None:
         return strengths <= 0
-    return state.engine.never_released_pixels(strengths, state.slider)
+    return state.engine.never_released_pixels(strengths, state.slider, stored_8bit_of(state, strengths))
 
 
 def kept_of(p: Any, state: RunState, index: int, over_init_image: bool = False) -> np.ndarray:

@@ -144,9 +144,10 @@ class DifferentialDiffusion:
         """This run's release step for any strengths."""
         return release_steps(pixel_strengths.cpu(), self.levels, **self._schedule)
 
-    def never_released_pixels(self, strengths: np.ndarray, slider: float) -> np.ndarray:
-        """Which pixels of a map (strengths before the slider, e.g. at pixel resolution) this run never releases."""
-        return never_released(strengths, slider, self.levels, **self._schedule)
+    def never_released_pixels(self, strengths: np.ndarray, slider: float, stored: np.ndarray | None = None) -> np.ndarray:
+        """Which pixels of a map (strengths before the slider, e.g. at pixel resolution) this run never
+        releases; ``stored``: the 8-bit values the map was decoded from, if it was (``never_released``)."""
+        return never_released(strengths, slider, self.levels, **self._schedule, stored=stored)
 
     @property
     def active(self) -> bool:

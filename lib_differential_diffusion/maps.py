@@ -537,13 +537,38 @@ def _as_map(map_hw: object) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def to_latent(map_hw: np.ndarray, latent_hw: tuple[int, int]) -> torch.Tensor:
+EIGHT_BIT_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
+"""What each 8-bit gray value decodes to (``_decode_array``'s float32 division)."""
+
+
+def stored_8bit(pixels: np.ndarray) -> np.ndarray | None:
+    """The 8-bit gray values a map decoded from ``pixels`` (``source_pixels``) is exactly
+    ``EIGHT_BIT_VALUES`` of, or None for any other pixels (colour, alpha, 16-bit, floats)."""
+    return pixels if pixels.ndim == 2 and pixels.dtype == np.uint8 else None
+
+
+def to_latent(map_hw: np.ndarray, latent_hw: tuple[int, int], stored: np.ndarray | None = None) -> torch.Tensor:
     """Area-average a (h, w) map to a float32 tensor of shape [1, 1, lh, lw].
 
     When h and w are multiples of lh and lw (the usual x8), every latent
     pixel is the exact mean of its block, so a 1-pixel line becomes 1/8
     instead of vanishing or aliasing. Otherwise torch's adaptive average
     pooling (slightly overlapping bins) is used. Never shares memory with the map.
+
+    ``stored``: the 8-bit values ``map_hw`` was decoded from (``stored_8bit``; ``map_hw`` is
+    ``EIGHT_BIT_VALUES[stored]``), when it was: whole blocks are then summed as integers,
+    each mean rounded once, reading a quarter of the bytes.
     """
-    source = torch.from_numpy(np.ascontiguousarray(_as_map(map_hw)))[None, None]
+    map_hw = _as_map(map_hw)
+    (height, width), (latent_h, latent_w) = map_hw.shape, latent_hw
+    block_h, block_w = height // latent_h if latent_h else 0, width // latent_w if latent_w else 0
+    if stored is not None and stored.shape == map_hw.shape and block_h * latent_h == height and block_w * latent_w == width and 0 < block_h * block_w * 255 <= 0xFFFF:
+        # A block's sum fits 16 bits (up to 257 pixels). Rows first, then columns one at a time:
+        # numpy reduces a short last axis several times slower than it adds whole slices.
+        columns = np.add.reduce(stored.reshape(latent_h, block_h, width), axis=1, dtype=np.uint16).reshape(latent_h, latent_w, block_w)
+        sums = columns[:, :, 0].copy()
+        for column in range(1, block_w):
+            sums += columns[:, :, column]
+        return torch.from_numpy((sums / float(block_h * block_w * 255)).astype(np.float32))[None, None]
+    source = torch.from_numpy(np.ascontiguousarray(map_hw))[None, None]
     return F.adaptive_avg_pool2d(source, tuple(latent_hw))

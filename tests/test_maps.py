@@ -23,11 +23,13 @@ from PIL import Image, ImageFile
 from lib_differential_diffusion import maps
 from lib_differential_diffusion.errors import DifferentialDiffusionError
 from lib_differential_diffusion.maps import (
+    EIGHT_BIT_VALUES,
     Geometry,
     MapOptions,
     align_map,
     apply_options,
     decode_map,
+    stored_8bit,
     gaussian_blur,
     to_latent,
 )
@@ -636,6 +638,23 @@ def test_latent_area_average_preserves_the_mean():
     assert float(odd.min()) >= 0.0 and float(odd.max()) <= 1.0
 
 
+
+
+def test_latent_of_an_8bit_map_sums_its_stored_values_exactly():
+    stored = np.random.default_rng(10).integers(0, 256, (80, 120)).astype(np.uint8)
+    stored[:8, :8] = 255  # a white block stays exactly 1, a black one exactly 0
+    stored[8:16, :8] = 0
+    decoded = decode_map(stored)
+    assert stored_8bit(stored) is stored and np.array_equal(decoded, EIGHT_BIT_VALUES[stored])
+    latent = to_latent(decoded, (10, 15), stored)[0, 0]
+    exact = (stored.reshape(10, 8, 15, 8).sum(axis=(1, 3), dtype=np.int64) / (64 * 255)).astype(np.float32)
+    assert np.array_equal(latent.numpy(), exact) and latent[0, 0] == 1.0 and latent[1, 0] == 0.0
+    torch.testing.assert_close(latent, to_latent(decoded, (10, 15))[0, 0], rtol=1e-6, atol=1e-7)  # the float path, to rounding
+    # Blocks that do not tile the map: the float path, whatever is stored.
+    odd = decode_map(stored[:77, :115])
+    assert torch.equal(to_latent(odd, (9, 14), stored[:77, :115]), to_latent(odd, (9, 14)))
+    # Only 2-D 8-bit pixels decode to EIGHT_BIT_VALUES of themselves.
+    assert stored_8bit(np.dstack([stored] * 3)) is None and stored_8bit(stored.astype(np.uint16) * 257) is None and stored_8bit(decoded) is None
 
 
 def test_map_hash_is_the_same_for_one_picture_in_any_form():

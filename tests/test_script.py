@@ -585,6 +585,33 @@ def test_a_batch_of_one_init_image_finds_its_kept_pixels_once(host, monkeypatch)
     assert_no_hook_errors(host)
 
 
+def test_an_8bit_map_takes_its_stored_values_and_matches_the_same_map_in_16_bits(host, monkeypatch):
+    """An 8-bit gray map used as it is reaches the latent and the kept pixels through its stored
+    values (integer block sums, an 8-bit threshold); the same picture in 16 bits (u * 257 decodes to
+    the same floats) through the floats. Same release steps, same kept pixels, same image."""
+    from differential_diffusion_webui import adapter
+
+    stored_seen = []
+    to_latent = adapter.to_latent
+    monkeypatch.setattr(adapter, "to_latent", lambda map_hw, latent_hw, stored=None: stored_seen.append(stored is not None) or to_latent(map_hw, latent_hw, stored))
+    eight = ramp_map()
+    sixteen = Image.fromarray(np.asarray(eight).astype(np.uint16) * 257)  # mode I;16
+    results = {}
+    for name, change_map in (("8-bit", eight), ("16-bit", sixteen)):
+        p, processed = generate(host, ui_values(map=change_map), seed=40)
+        state = p.differential_diffusion_state_seen
+        results[name] = (state.engine.release, state.kept[(0, False)], pixels(processed.images[0]), state.user_map_8bit is not None)
+    assert stored_seen == [True, False]
+    (release8, kept8, image8, stored8), (release16, kept16, image16, stored16) = results["8-bit"], results["16-bit"]
+    assert stored8 and not stored16 and kept8.any() and not kept8.all()
+    assert torch.equal(release8, release16) and np.array_equal(kept8, kept16) and np.array_equal(image8, image16)
+    # Anything that changes the decoded map (here: invert) takes the floats again.
+    stored_seen.clear()
+    generate(host, ui_values(map=eight, invert=True), seed=40)
+    assert stored_seen == [False]
+    assert_no_hook_errors(host)
+
+
 @pytest.mark.parametrize("sampler_name", ["Euler a", "DDIM"])
 @pytest.mark.parametrize("change_map", [ramp_map, lambda: columns(0, 0.5)], ids=["ramp", "max 0.5 (skips steps)"])
 def test_batch_count_two_rebuilds_the_blend_for_each_batch(host, sampler_name, change_map):
