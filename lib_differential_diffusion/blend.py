@@ -42,18 +42,11 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps
+from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps, release_steps_and_present
 
 # Two levels closer than this (relative) are the same table entry; the host
 # passes levels through float32 or float16 tensors.
 LEVEL_TOLERANCE = 1e-4
-
-
-def steps_present(release: torch.Tensor, steps: int) -> set[int]:
-    """The distinct values of a release tensor (``NEVER`` included), counted instead of
-    sorted (``torch.unique`` sorts): a release step is always below the run's ``steps``."""
-    counts = torch.bincount(release.reshape(-1).clamp(max=steps)).tolist()
-    return {NEVER if value == steps else value for value, count in enumerate(counts) if count}
 
 
 class CallObserver(Protocol):
@@ -132,11 +125,11 @@ class DifferentialDiffusion:
         self.observer = observer
         self.run = img2img_start(run_strength, steps, fix_steps)
         self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps)
-        release = self.release_steps(pixel_strengths)  # on the CPU: per-step decisions need no device sync
+        # On the CPU: per-step decisions need no device sync.
+        release, self._release_steps_present = release_steps_and_present(pixel_strengths.cpu(), levels, **self._schedule)
         self.release = release.to(init_latent.device)
         self.never_released = self.release == NEVER
         self.tracker = StepTracker(levels.eval_levels(self.run), boundary_call_ends_step)
-        self._release_steps_present = steps_present(release, steps)
         self._last_pinned_step = max(self._release_steps_present) - 1  # pixels are pinned at every step below their release
         self._released_from_cache: dict[int, torch.Tensor] = {}
 

@@ -233,7 +233,7 @@ def _img2img_start_keys(strengths: torch.Tensor, steps: int, fix_steps: bool) ->
         keys = torch.floor(steps / clamped.clamp(min=1e-300)).clamp(max=MAX_TOTAL_STEPS + 1)
     else:
         keys = torch.floor(clamped * steps)
-    return torch.where(strengths > 0, keys, torch.full_like(keys, -1)).long()
+    return keys.masked_fill_(~(strengths > 0), -1).long()
 
 
 def _steps_noisier_than(run_levels: list[float], start_level: float) -> int:
@@ -259,22 +259,36 @@ def release_steps(
     ``fix_steps`` off, that start is an entry of the run's own table, so the
     result is exactly ``t_enc(run) - t_enc(pixel)``.
     """
+    return release_steps_and_present(pixel_strengths, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps)[0]
+
+
+def release_steps_and_present(
+    pixel_strengths: torch.Tensor,
+    levels: NoiseLevels,
+    *,
+    steps: int,
+    run_strength: float,
+    fix_steps: bool,
+) -> tuple[torch.Tensor, set[int]]:
+    """``release_steps``, and the distinct release steps among its pixels (``NEVER`` included)."""
     # Plain floats: a handful of comparisons per start costs no tensor work.
     run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps)).tolist()
     indices = _img2img_start_keys(pixel_strengths.to(torch.float64), steps, fix_steps).reshape(-1).add_(1)  # key + 1: key -1 is index 0
     # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
     present = torch.nonzero(torch.bincount(indices)).reshape(-1).tolist()
     release_by_key = torch.full((present[-1] + 1 if present else 1,), NEVER, dtype=torch.int32)
+    released_present = set()
     for index in present:
         key = index - 1
-        if key < 0 or key > MAX_TOTAL_STEPS:
-            continue
-        start = Img2ImgStart(key, steps - 1) if fix_steps else Img2ImgStart(steps, key)
-        count = _steps_noisier_than(run_levels, levels.start_level(start))
+        count = len(run_levels)
+        if 0 <= key <= MAX_TOTAL_STEPS:
+            start = Img2ImgStart(key, steps - 1) if fix_steps else Img2ImgStart(steps, key)
+            count = _steps_noisier_than(run_levels, levels.start_level(start))
         if count < len(run_levels):
             release_by_key[index] = count
+        released_present.add(count if count < len(run_levels) else NEVER)
     # index_select: a 1-D gather, several times faster on the CPU than advanced indexing.
-    return release_by_key.index_select(0, indices).reshape(pixel_strengths.shape)
+    return release_by_key.index_select(0, indices).reshape(pixel_strengths.shape), released_present
 
 
 def never_released(
