@@ -277,7 +277,7 @@ def release_steps_and_present(
     # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
     present = torch.nonzero(torch.bincount(indices)).reshape(-1).tolist()
     release_by_key = torch.full((present[-1] + 1 if present else 1,), NEVER, dtype=torch.int32)
-    released_present = set()
+    released_present: set[int] = set()
     for index in present:
         key = index - 1
         count = len(run_levels)
