@@ -49,6 +49,11 @@ from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release
 LEVEL_TOLERANCE = 1e-4
 
 
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # Checked in Python: even a no-op ``.to`` is a dispatch, and the blend runs in every model call.
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
 class CallObserver(Protocol):
     """Sees every model call the engine attributes (tests and previews)."""
 
@@ -129,9 +134,14 @@ class DifferentialDiffusion:
         release, self._release_steps_present = release_steps_and_present(pixel_strengths.cpu(), levels, **self._schedule)
         self.release = release.to(init_latent.device)
         self.never_released = self.release == NEVER
-        self.tracker = StepTracker(levels.eval_levels(self.run), boundary_call_ends_step)
+        eval_levels = levels.eval_levels(self.run)
+        self.tracker = StepTracker(eval_levels, boundary_call_ends_step)
         self._last_pinned_step = max(self._release_steps_present) - 1  # pixels are pinned at every step below their release
-        self._released_from_cache: dict[int, torch.Tensor] = {}
+        # Pixels released at each step or later, for every step a call can ask about (its own and the
+        # next; steps end with the run's): one comparison here instead of one per step in the calls.
+        reachable = min(self._last_pinned_step + 1, len(eval_levels)) + 1
+        steps_axis = torch.arange(reachable, device=self.release.device, dtype=self.release.dtype).view(-1, *[1] * self.release.dim())
+        self._released_from_steps = self.release.unsqueeze(0) >= steps_axis
 
     def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
         """This run's release step for any strengths."""
@@ -149,12 +159,8 @@ class DifferentialDiffusion:
 
     def _released_from(self, step: int) -> torch.Tensor:
         """Pixels released at ``step`` or later: the pixels pinned at ``step - 1``, and those to set at
-        the start of ``step`` (pinned or released now). One step's pinned mask is the next step's set
-        mask, so a step costs one comparison; only the masks of the current two steps are kept."""
-        if step not in self._released_from_cache:
-            self._released_from_cache = {kept: mask for kept, mask in self._released_from_cache.items() if kept >= step - 1}
-            self._released_from_cache[step] = self.release >= step
-        return self._released_from_cache[step]
+        the start of ``step`` (pinned or released now)."""
+        return self._released_from_steps[step]
 
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
         """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels (None: none pinned)."""
@@ -166,17 +172,17 @@ class DifferentialDiffusion:
         resets_released = at_step_start and step > 0 and step in self._release_steps_present
         if step > self._last_pinned_step and not resets_released:
             return None
-        pinned = self._released_from(step + 1)
+        pinned = self._released_from(step + 1) if step <= self._last_pinned_step else None
         to_set = self._released_from(step) if resets_released else pinned
-        renoised = self.levels.renoise(self.init_latent, self.noise, level_rows, self.run).to(x.dtype)
+        renoised = _as_dtype(self.levels.renoise(self.init_latent, self.noise, level_rows, self.run), x.dtype)
         torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
-        return pinned if step <= self._last_pinned_step else None
+        return pinned
 
     def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | None) -> torch.Tensor:
         """The model's prediction with pinned pixels replaced by the original's."""
         if pinned is None:
             return prediction
-        return torch.where(pinned, self.levels.pinned_prediction(x, self.init_latent, level_rows).to(prediction.dtype), prediction)
+        return torch.where(pinned, _as_dtype(self.levels.pinned_prediction(x, self.init_latent, level_rows), prediction.dtype), prediction)
 
     def wrap(self, forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         """``forward(x, level, *args, **kwargs)`` with the blend around it."""
