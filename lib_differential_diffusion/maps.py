@@ -539,8 +539,9 @@ def _as_map(map_hw: object) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-EIGHT_BIT_VALUES = np.arange(256, dtype=np.float32) / np.float32(255)
-"""What each 8-bit gray value decodes to (``_decode_array``'s float32 division)."""
+EIGHT_BIT_VALUES = _decode_array(np.arange(256, dtype=np.uint8)[None])[0]
+"""What each 8-bit gray value decodes to: the decoding itself, run on every value once,
+so the 8-bit path can never drift from it."""
 
 
 def stored_8bit(pixels: np.ndarray) -> np.ndarray | None:
