@@ -277,7 +277,6 @@ def release_steps_and_present(
     # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
     present = torch.nonzero(torch.bincount(indices)).reshape(-1).tolist()
     release_by_key = torch.full((present[-1] + 1 if present else 1,), NEVER, dtype=torch.int32)
-    released_present: set[int] = set()
     for index in present:
         key = index - 1
         count = len(run_levels)
@@ -286,7 +285,7 @@ def release_steps_and_present(
             count = _steps_noisier_than(run_levels, levels.start_level(start))
         if count < len(run_levels):
             release_by_key[index] = count
-        released_present.add(count if count < len(run_levels) else NEVER)
+    released_present = set(release_by_key[present].tolist())
     # index_select: a 1-D gather, several times faster on the CPU than advanced indexing.
     return release_by_key.index_select(0, indices).reshape(pixel_strengths.shape), released_present
 
