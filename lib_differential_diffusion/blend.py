@@ -42,7 +42,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps, release_steps_and_present
+from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps_and_present
 
 # Two levels closer than this (relative) are the same table entry; the host
 # passes levels through float32 or float16 tensors.
@@ -130,8 +130,7 @@ class DifferentialDiffusion:
         self.observer = observer
         self.run = img2img_start(run_strength, steps, fix_steps)
         self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps)
-        # On the CPU: per-step decisions need no device sync.
-        release, self._release_steps_present = release_steps_and_present(pixel_strengths.cpu(), levels, **self._schedule)
+        release, self._release_steps_present = self._release_steps_and_present(pixel_strengths)
         self.release = release.to(init_latent.device)
         self.never_released = self.release == NEVER
         eval_levels = levels.eval_levels(self.run)
@@ -145,7 +144,11 @@ class DifferentialDiffusion:
 
     def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
         """This run's release step for any strengths."""
-        return release_steps(pixel_strengths.cpu(), self.levels, **self._schedule)
+        return self._release_steps_and_present(pixel_strengths)[0]
+
+    def _release_steps_and_present(self, pixel_strengths: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
+        # On the CPU: per-step decisions need no device sync.
+        return release_steps_and_present(pixel_strengths.cpu(), self.levels, **self._schedule)
 
     def never_released_pixels(self, strengths: np.ndarray, slider: float, stored: np.ndarray | None = None) -> np.ndarray:
         """Which pixels of a map (strengths before the slider, e.g. at pixel resolution) this run never
