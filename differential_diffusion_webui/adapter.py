@@ -36,7 +36,7 @@ from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
 from lib_differential_diffusion.blend import DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
-from lib_differential_diffusion.maps import Geometry, MapSource, align_map, decode_map_and_hash, source_pixels, stored_8bit, to_latent
+from lib_differential_diffusion.maps import Geometry, MapSource, MapValues, align_map, decode_map_and_hash, source_pixels, to_latent
 from lib_differential_diffusion.schedule import (
     SigmaLevels,
     alpha_start_rule,
@@ -137,10 +137,9 @@ class RunState:
     run_id: str
     slider: float  # the denoising strength asked for (p's is lowered while sampling when steps are skipped)
     args: DifferentialDiffusionArgs
-    user_map: np.ndarray | None  # decoded map (sources "map" and "draw"), at its own size
+    user_map: MapValues | None  # decoded map (sources "map" and "draw"), at its own size
     map_hash: str | None
-    user_map_8bit: np.ndarray | None = None  # the 8-bit gray values user_map was decoded from, if it was
-    strengths: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # per init image and frame, before the slider
+    strengths: dict[tuple[int, bool], MapValues] = field(default_factory=dict)  # per init image and frame, before the slider
     kept: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # pixels the engine never releases, same keys
     engine: DifferentialDiffusion | None = None
     wrapped_denoiser: tuple[Any, Any, Any] | None = None
@@ -230,7 +229,6 @@ def before_process(p: Any, script_args: tuple) -> None:
         return
     state = RunState(
         run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, user_map=user_map, map_hash=user_map_hash,
-        user_map_8bit=None if pixels is None else stored_8bit(pixels),
     )  # fmt: skip
     setattr(p, STATE_ATTRIBUTE, state)
     _active_run = state.run_id
@@ -277,7 +275,7 @@ def init_image_index(p: Any, batch_index: int = 0) -> int:
     return batch_index if len(p.init_images) > 1 else 0
 
 
-def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = False) -> np.ndarray:
+def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = False) -> MapValues:
     """Strengths of one init image's output, before the slider (cached per run).
 
     ``over_init_image``: in the init image's own frame (inpaint "only masked"
@@ -297,11 +295,10 @@ def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = Fa
         # its own inpaint mask (outpainting tiles) is its own.
         geometry = own if tile is None or over_init_image else Geometry(tile[1], p.width, p.height, 0, tile[0])
         mask = None if state.inpaint_mask is None else align_map(state.inpaint_mask, own)
-        strengths = pixel_strengths(
+        state.strengths[key] = pixel_strengths(
             state.args, geometry, user_map=state.user_map, inpaint_mask=mask,
             fan_box=crop_region(p) if over_init_image else None, fan_over_init_image=tile is not None and not over_init_image,
         )  # fmt: skip
-        state.strengths[key] = np.asarray(strengths, dtype=np.float32)  # already float32: no copy
     return state.strengths[key]
 
 
@@ -401,7 +398,7 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
     rows = []
     for batch_index in range(init_latent.shape[0]):
         strengths = strengths_of(p, state, init_image_index(p, batch_index))
-        rows.append(to_latent(strengths, latent_hw, stored_8bit_of(state, strengths))[0])
+        rows.append(to_latent(strengths, latent_hw)[0])
     pixel_strengths_latent = torch.stack(rows).to(torch.float64) * state.slider
     run_strength = state.slider
     if can_skip_steps(step_counting(p, sampling_kwargs)):
@@ -464,17 +461,11 @@ def end_sampling(p: Any, ps: Any) -> RunState | None:
 # --- after sampling -------------------------------------------------------------------
 
 
-def stored_8bit_of(state: RunState, strengths: np.ndarray) -> np.ndarray | None:
-    """The 8-bit values ``strengths`` was decoded from: when they are the decoded map itself
-    (``pixel_strengths`` resampled, changed and masked nothing) and it came from 8-bit gray."""
-    return state.user_map_8bit if strengths is state.user_map else None
-
-
-def kept_pixels(state: RunState, strengths: np.ndarray) -> np.ndarray:
+def kept_pixels(state: RunState, strengths: MapValues) -> np.ndarray:
     """Pixels never released: strength 0, or too small for the sampler to take a step."""
     if state.engine is None:
-        return strengths <= 0
-    return state.engine.never_released_pixels(strengths, state.slider, stored_8bit_of(state, strengths))
+        return strengths.values <= 0
+    return state.engine.never_released_pixels(strengths, state.slider)
 
 
 def kept_of(p: Any, state: RunState, index: int, over_init_image: bool = False) -> np.ndarray:
@@ -750,7 +741,7 @@ def _record_run(p: Any, state: RunState) -> None:
         calls=list(state.engine.observer or ()),
         active=state.engine.active,
         map_source=state.args.source,
-        received_map=None if state.user_map is None else _png16_base64(state.user_map),
+        received_map=None if state.user_map is None else _png16_base64(state.user_map.values),
     )
 
 

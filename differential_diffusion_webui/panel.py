@@ -177,7 +177,7 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
             init_size = init_image.size if init_image is not None else (int(width), int(height))
             geometry = Geometry(init_size, int(width), int(height), int(resize_mode or 0))
             user_map = None if args.source == "fan" else decode_map(args.user_map())
-            strengths = pixel_strengths(args, geometry, user_map=user_map)
+            strengths = pixel_strengths(args, geometry, user_map=user_map).values
             base = None if init_image is None else init_image_in_output_frame(init_image, geometry)
             return preview_image(strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), init_image=base), ""
         except DifferentialDiffusionError as error:

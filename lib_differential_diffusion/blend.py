@@ -42,6 +42,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from .maps import MapValues
 from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps_and_present
 
 # Two levels closer than this (relative) are the same table entry; the host
@@ -150,10 +151,9 @@ class DifferentialDiffusion:
         # On the CPU: per-step decisions need no device sync.
         return release_steps_and_present(pixel_strengths.cpu(), self.levels, **self._schedule)
 
-    def never_released_pixels(self, strengths: np.ndarray, slider: float, stored: np.ndarray | None = None) -> np.ndarray:
-        """Which pixels of a map (strengths before the slider, e.g. at pixel resolution) this run never
-        releases; ``stored``: the 8-bit values the map was decoded from, if it was (``never_released``)."""
-        return never_released(strengths, slider, self.levels, **self._schedule, stored=stored)
+    def never_released_pixels(self, strengths: np.ndarray | MapValues, slider: float) -> np.ndarray:
+        """Which pixels of a map (strengths before the slider, e.g. at pixel resolution) this run never releases."""
+        return never_released(strengths, slider, self.levels, **self._schedule)
 
     @property
     def active(self) -> bool:

@@ -101,12 +101,13 @@ def decode_map(source: MapSource) -> np.ndarray:
     return _decode_array(source_pixels(source))
 
 
-def decode_map_and_hash(source: MapSource) -> tuple[np.ndarray, str]:
-    """``decode_map`` and a short hash of the map's pixels as stored (8/16-bit values or floats,
-    with their shape): the same picture hashes alike whether it came as a PIL image, PNG bytes or
-    base64. Hashing the stored values, not the float map, reads a quarter of the bytes for 8-bit."""
+def decode_map_and_hash(source: MapSource) -> tuple[MapValues, str]:
+    """``decode_map`` (as ``MapValues``: 8-bit gray pixels decode when first read) and a short hash
+    of the map's pixels as stored (8/16-bit values or floats, with their shape): the same picture
+    hashes alike whether it came as a PIL image, PNG bytes or base64. Hashing the stored values,
+    not the float map, reads a quarter of the bytes for 8-bit."""
     pixels = source_pixels(source)
-    decoded = _decode_array(pixels)  # checks the array first
+    decoded = MapValues.decoded(pixels)  # checks the array first
     digest = hashlib.sha256(f"{pixels.dtype.str}{pixels.shape}".encode())
     digest.update(memoryview(np.ascontiguousarray(pixels)).cast("B"))
     return decoded, digest.hexdigest()[:10]
@@ -445,19 +446,48 @@ def align_map(map_hw: np.ndarray, geometry: Geometry) -> np.ndarray:
     only (a full-size copy would cost more than the rest of a generation's map work).
     """
     map_hw = _as_map(map_hw)
-    init_w, init_h = geometry.init_size
-    map_h, map_w = map_hw.shape
-    # An init-image box, in map pixels: stretching the map over the init
-    # image and then cropping is the same as resampling this box directly.
-    x1, y1, x2, y2 = geometry.crop_region or (0, 0, init_w, init_h)
-    box = (x1 * map_w / init_w, y1 * map_h / init_h, x2 * map_w / init_w, y2 * map_h / init_h)
-    mode = 2 if geometry.crop_region else geometry.image_resize_mode
-    result = _resize_image(mode, map_hw, box, (x2 - x1, y2 - y1), geometry.width, geometry.height)
+    mode, box, image_size = _source_box(map_hw.shape, geometry)
+    result = _resize_image(mode, map_hw, box, image_size, geometry.width, geometry.height)
     if np.may_share_memory(result, map_hw):  # a plain slice: decoded values, already in [0, 1]
         if result.shape == map_hw.shape:  # a same-shape view of the map is the whole map
             return map_hw
         return np.array(result, dtype=np.float32, order="C")
     return _finish(np.array(result, dtype=np.float32, order="C"))  # a fresh copy
+
+
+def keeps_whole_map(map_shape: tuple[int, int], geometry: Geometry) -> bool:
+    """Whether ``align_map`` hands a map of this shape back as it is: the geometry neither
+    resamples nor cuts it (the whole map at its own size)."""
+    map_h, map_w = map_shape
+    mode, box, image_size = _source_box(map_shape, geometry)
+    fitted = (geometry.width, geometry.height) if mode == 0 else _fitted_size(mode, image_size, geometry.width, geometry.height)
+    return box == (0, 0, map_w, map_h) and fitted == (geometry.width, geometry.height) == (map_w, map_h)
+
+
+def _source_box(map_shape: tuple[int, int], geometry: Geometry) -> tuple[int, tuple[float, float, float, float], tuple[int, int]]:
+    """The ``resize_image`` mode, the box of the map it reads (PIL's convention, map pixels) and
+    the size of the init-image part that box stands for."""
+    init_w, init_h = geometry.init_size
+    map_h, map_w = map_shape
+    # An init-image box, in map pixels: stretching the map over the init
+    # image and then cropping is the same as resampling this box directly.
+    x1, y1, x2, y2 = geometry.crop_region or (0, 0, init_w, init_h)
+    box = (x1 * map_w / init_w, y1 * map_h / init_h, x2 * map_w / init_w, y2 * map_h / init_h)
+    return 2 if geometry.crop_region else geometry.image_resize_mode, box, (x2 - x1, y2 - y1)
+
+
+def _fitted_size(mode: int, image_size: tuple[int, int], width: int, height: int) -> tuple[int, int]:
+    """Modes 1 and 2: the size the image is resized to before it is centred on the canvas."""
+    im_w, im_h = image_size
+    ratio = width / height
+    src_ratio = im_w / im_h
+    if mode == 1:
+        src_w = width if ratio > src_ratio else im_w * height // im_h
+        src_h = height if ratio <= src_ratio else im_h * width // im_w
+    else:
+        src_w = width if ratio < src_ratio else im_w * height // im_h
+        src_h = height if ratio >= src_ratio else im_h * width // im_w
+    return src_w, src_h
 
 
 def _resample(map_hw: np.ndarray, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
@@ -481,15 +511,8 @@ def _resize_image(mode: int, map_hw: np.ndarray, box: tuple[float, float, float,
     pixels are ``box`` of ``map_hw``; the host's integer arithmetic."""
     if mode == 0:
         return _resample(map_hw, box, width, height)
-    im_w, im_h = image_size
-    ratio = width / height
-    src_ratio = im_w / im_h
-    if mode == 1:
-        src_w = width if ratio > src_ratio else im_w * height // im_h
-        src_h = height if ratio <= src_ratio else im_h * width // im_w
-    else:
-        src_w = width if ratio < src_ratio else im_w * height // im_h
-        src_h = height if ratio >= src_ratio else im_h * width // im_w
+    src_w, src_h = _fitted_size(mode, image_size, width, height)
+    ratio, src_ratio = width / height, image_size[0] / image_size[1]
     resized = _resample(map_hw, box, src_w, src_h)
     if (src_w, src_h) == (width, height):  # the same aspect: it covers the canvas, no band
         return resized
@@ -544,13 +567,43 @@ EIGHT_BIT_VALUES = _decode_array(np.arange(256, dtype=np.uint8)[None])[0]
 so the 8-bit path can never drift from it."""
 
 
-def stored_8bit(pixels: np.ndarray) -> np.ndarray | None:
-    """The 8-bit gray values a map decoded from ``pixels`` (``source_pixels``) is exactly
-    ``EIGHT_BIT_VALUES`` of, or None for any other pixels (colour, alpha, 16-bit, floats)."""
-    return pixels if pixels.ndim == 2 and pixels.dtype == np.uint8 else None
+class MapValues:
+    """A map's float32 values in [0, 1] (``values``) and, when they are 8-bit gray pixels decoded
+    as they are, those pixels (``stored_8bit``: ``values`` is ``EIGHT_BIT_VALUES[stored_8bit]``).
+
+    From 8-bit gray pixels the float32 map is made on first use only: the latent (``to_latent``)
+    and the pixels a run never releases (``schedule.never_released``) read the stored values
+    (integer block sums, an 8-bit threshold), so a map used as it is needs no float copy.
+    """
+
+    __slots__ = ("_values", "stored_8bit")
+
+    def __init__(self, values: np.ndarray | None = None, *, stored_8bit: np.ndarray | None = None) -> None:
+        if (values is None) == (stored_8bit is None):
+            raise ValueError("MapValues takes values or stored_8bit")
+        self._values, self.stored_8bit = values, stored_8bit
+
+    @classmethod
+    def decoded(cls, pixels: np.ndarray) -> MapValues:
+        """``decode_map`` of pixels as stored (``source_pixels``), checked now; 8-bit gray decodes on first use."""
+        if pixels.ndim == 2 and pixels.dtype == np.uint8:
+            _check_pixels(pixels.shape[1], pixels.shape[0])  # all that decoding checks of 8-bit gray
+            return cls(stored_8bit=pixels)
+        return cls(_decode_array(pixels))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.stored_8bit if self._values is None else self._values).shape
+
+    @property
+    def values(self) -> np.ndarray:
+        """The float32 map (to be read only)."""
+        if self._values is None:
+            self._values = _decode_array(self.stored_8bit)
+        return self._values
 
 
-def to_latent(map_hw: np.ndarray, latent_hw: tuple[int, int], stored: np.ndarray | None = None) -> torch.Tensor:
+def to_latent(map_hw: np.ndarray | MapValues, latent_hw: tuple[int, int]) -> torch.Tensor:
     """Area-average a (h, w) map to a float32 tensor of shape [1, 1, lh, lw].
 
     When h and w are multiples of lh and lw (the usual x8), every latent
@@ -558,20 +611,29 @@ def to_latent(map_hw: np.ndarray, latent_hw: tuple[int, int], stored: np.ndarray
     instead of vanishing or aliasing. Otherwise torch's adaptive average
     pooling (slightly overlapping bins) is used. Never shares memory with the map.
 
-    ``stored``: the 8-bit values ``map_hw`` was decoded from (``stored_8bit``; ``map_hw`` is
-    ``EIGHT_BIT_VALUES[stored]``), when it was: whole blocks are then summed as integers,
-    each mean rounded once, reading a quarter of the bytes.
+    ``MapValues`` with 8-bit stored values: whole blocks are summed as integers, each mean
+    rounded once, reading a quarter of the bytes (and no float map is made).
     """
+    if isinstance(map_hw, MapValues):
+        if map_hw.stored_8bit is not None and (latent := _latent_of_8bit(map_hw.stored_8bit, latent_hw)) is not None:
+            return latent
+        map_hw = map_hw.values
     map_hw = _as_map(map_hw)
-    (height, width), (latent_h, latent_w) = map_hw.shape, latent_hw
-    block_h, block_w = height // latent_h if latent_h else 0, width // latent_w if latent_w else 0
-    if stored is not None and stored.shape == map_hw.shape and block_h * latent_h == height and block_w * latent_w == width and 0 < block_h * block_w * 255 <= 0xFFFF:
-        # A block's sum fits 16 bits (up to 257 pixels). Rows first, then columns one at a time:
-        # numpy reduces a short last axis several times slower than it adds whole slices.
-        columns = np.add.reduce(stored.reshape(latent_h, block_h, width), axis=1, dtype=np.uint16).reshape(latent_h, latent_w, block_w)
-        sums = columns[:, :, 0].copy()
-        for column in range(1, block_w):
-            sums += columns[:, :, column]
-        return torch.from_numpy((sums / float(block_h * block_w * 255)).astype(np.float32))[None, None]
     source = torch.from_numpy(np.ascontiguousarray(map_hw))[None, None]
     return F.adaptive_avg_pool2d(source, tuple(latent_hw))
+
+
+def _latent_of_8bit(stored: np.ndarray, latent_hw: tuple[int, int]) -> torch.Tensor | None:
+    """``to_latent`` of ``EIGHT_BIT_VALUES[stored]`` from the integers, when whole blocks tile the
+    map (else None): each block's sum, divided once."""
+    (height, width), (latent_h, latent_w) = stored.shape, latent_hw
+    block_h, block_w = height // latent_h if latent_h else 0, width // latent_w if latent_w else 0
+    if not (block_h * latent_h == height and block_w * latent_w == width and 0 < block_h * block_w * 255 <= 0xFFFF):
+        return None
+    # A block's sum fits 16 bits (up to 257 pixels). Rows first, then columns one at a time:
+    # numpy reduces a short last axis several times slower than it adds whole slices.
+    columns = np.add.reduce(stored.reshape(latent_h, block_h, width), axis=1, dtype=np.uint16).reshape(latent_h, latent_w, block_w)
+    sums = columns[:, :, 0].copy()
+    for column in range(1, block_w):
+        sums += columns[:, :, column]
+    return torch.from_numpy((sums / float(block_h * block_w * 255)).astype(np.float32))[None, None]

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Protocol
 import numpy as np
 import torch
 
-from .maps import EIGHT_BIT_VALUES
+from .maps import EIGHT_BIT_VALUES, MapValues
 
 # Release step of a pixel that is never released (strength 0, or a strength
 # whose img2img run would have no sampling step in this run).
@@ -291,14 +291,13 @@ def release_steps_and_present(
 
 
 def never_released(
-    strengths: np.ndarray,
+    strengths: np.ndarray | MapValues,
     slider: float,
     levels: NoiseLevels,
     *,
     steps: int,
     run_strength: float,
     fix_steps: bool,
-    stored: np.ndarray | None = None,
 ) -> np.ndarray:
     """Which pixels of a float32 map (strengths before the slider) are never released.
 
@@ -309,10 +308,12 @@ def never_released(
     is "v below a threshold"; the threshold is found by bisecting float32
     values with the exact float64 arithmetic of the per-pixel rule. With
     ``fix_steps`` (a schedule per strength) every pixel is evaluated.
-    ``stored``: the 8-bit values ``strengths`` was decoded from (``maps.stored_8bit``), when
-    it was: the threshold becomes an 8-bit one, and a quarter of the bytes are read.
+    ``MapValues`` with 8-bit stored values: the threshold becomes an 8-bit one, and a quarter
+    of the bytes are read (no float map is made).
     """
+    stored = strengths.stored_8bit if isinstance(strengths, MapValues) else None
     if fix_steps:
+        strengths = strengths.values if isinstance(strengths, MapValues) else strengths
         release = release_steps(torch.from_numpy(np.ascontiguousarray(strengths)).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=True)
         return (release == NEVER).numpy()
     run_levels = levels.step_levels(img2img_start(run_strength, steps, False)).tolist()  # plain floats: no tensor work per key
@@ -336,12 +337,12 @@ def never_released(
         else:
             low = middle + 1
     threshold = np.int32(low).view(np.float32)
-    if stored is not None and stored.shape == strengths.shape:
+    if stored is not None:
         # The decoded values grow with the stored ones: "below the threshold" is "below the
         # first stored value whose decoded value reaches it".
         first_not_below = int(np.searchsorted(EIGHT_BIT_VALUES, threshold))
         return stored < np.uint8(first_not_below) if first_not_below < 256 else np.ones(strengths.shape, dtype=bool)
-    return strengths < threshold
+    return (strengths.values if isinstance(strengths, MapValues) else strengths) < threshold
 
 
 def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int) -> float:

@@ -17,7 +17,7 @@ from PIL import Image, ImageChops, ImageFilter
 
 from .args import DifferentialDiffusionArgs
 from .fan import fan_map
-from .maps import Geometry, align_map, apply_options
+from .maps import Geometry, MapValues, align_map, apply_options, keeps_whole_map
 
 PRESERVE_FEATHER = 4.0
 """Width, in output pixels, of the ramp from kept to generated pixels around
@@ -40,13 +40,14 @@ def pixel_strengths(
     args: DifferentialDiffusionArgs,
     geometry: Geometry,
     *,
-    user_map: np.ndarray | None = None,
+    user_map: MapValues | np.ndarray | None = None,
     inpaint_mask: np.ndarray | None = None,
     fan_box: tuple[int, int, int, int] | None = None,
     fan_over_init_image: bool = False,
-) -> np.ndarray:
+) -> MapValues:
     """Each output pixel's strength before the slider, float32 (height, width) in [0, 1];
-    to be read only (it is ``user_map`` itself when nothing changes it).
+    to be read only. It is ``user_map`` itself when nothing changes it (an 8-bit map then
+    keeps its stored values, read instead of floats where that is exact).
 
     ``user_map`` (decoded, any size) gets the init image's ``geometry``; ``inpaint_mask``
     is the host's processed mask, already in the output's frame. A fan is drawn in the
@@ -63,9 +64,13 @@ def pixel_strengths(
     elif args.source == "fan":
         source = fan_over((geometry.width, geometry.height), args, fan_box)
     else:
+        if isinstance(user_map, MapValues):
+            if mask is None and args.map_options().is_identity and keeps_whole_map(user_map.shape, geometry):
+                return user_map  # used as it is
+            user_map = user_map.values
         source = align_map(user_map, geometry)
     strengths = apply_options(source, args.map_options())
-    return strengths if mask is None else strengths * mask
+    return MapValues(strengths if mask is None else strengths * mask)
 
 
 def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray, *, in_place: bool = False) -> Image.Image:

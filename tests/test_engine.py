@@ -13,7 +13,7 @@ import torch
 from tiny_denoiser import ALPHAS_CUMPROD
 from a1111_sampling import K_SAMPLERS, latents, uniform, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser
 from lib_differential_diffusion.blend import DifferentialDiffusion, StepTracker
-from lib_differential_diffusion.maps import decode_map
+from lib_differential_diffusion.maps import MapValues, decode_map
 from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, never_released, release_steps, skip_start_strength
 
 ALL_SAMPLERS = [*K_SAMPLERS, "DDIM"]
@@ -373,7 +373,7 @@ def test_never_released_is_release_steps_never_at_pixel_resolution(steps, run_st
     stored = np.concatenate([np.arange(256, dtype=np.uint8), np.random.default_rng(4).integers(0, 256, 3000).astype(np.uint8)]).reshape(1, -1)
     decoded = decode_map(stored)
     expected = (release_steps(torch.from_numpy(decoded).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps) == NEVER).numpy()
-    by_stored = never_released(decoded, slider, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps, stored=stored)
+    by_stored = never_released(MapValues(stored_8bit=stored), slider, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps)
     assert np.array_equal(by_stored, expected) and np.array_equal(by_stored, never_released(decoded, slider, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps))
     assert by_stored[0, 0] and (fix_steps or not by_stored[0, 255])
 

@@ -26,11 +26,12 @@ from lib_differential_diffusion.maps import (
     EIGHT_BIT_VALUES,
     Geometry,
     MapOptions,
+    MapValues,
     align_map,
     apply_options,
     decode_map,
-    stored_8bit,
     gaussian_blur,
+    keeps_whole_map,
     to_latent,
 )
 
@@ -645,16 +646,48 @@ def test_latent_of_an_8bit_map_sums_its_stored_values_exactly():
     stored[:8, :8] = 255  # a white block stays exactly 1, a black one exactly 0
     stored[8:16, :8] = 0
     decoded = decode_map(stored)
-    assert stored_8bit(stored) is stored and np.array_equal(decoded, EIGHT_BIT_VALUES[stored])
-    latent = to_latent(decoded, (10, 15), stored)[0, 0]
+    as_stored = MapValues.decoded(stored)
+    assert as_stored.stored_8bit is stored and np.array_equal(decoded, EIGHT_BIT_VALUES[stored])
+    latent = to_latent(as_stored, (10, 15))[0, 0]
     exact = (stored.reshape(10, 8, 15, 8).sum(axis=(1, 3), dtype=np.int64) / (64 * 255)).astype(np.float32)
     assert np.array_equal(latent.numpy(), exact) and latent[0, 0] == 1.0 and latent[1, 0] == 0.0
     torch.testing.assert_close(latent, to_latent(decoded, (10, 15))[0, 0], rtol=1e-6, atol=1e-7)  # the float path, to rounding
     # Blocks that do not tile the map: the float path, whatever is stored.
-    odd = decode_map(stored[:77, :115])
-    assert torch.equal(to_latent(odd, (9, 14), stored[:77, :115]), to_latent(odd, (9, 14)))
-    # Only 2-D 8-bit pixels decode to EIGHT_BIT_VALUES of themselves.
-    assert stored_8bit(np.dstack([stored] * 3)) is None and stored_8bit(stored.astype(np.uint16) * 257) is None and stored_8bit(decoded) is None
+    odd = stored[:77, :115]
+    assert torch.equal(to_latent(MapValues.decoded(odd), (9, 14)), to_latent(decode_map(odd), (9, 14)))
+    # The floats of an 8-bit map are made on first use, as decode_map makes them.
+    assert as_stored._values is None and np.array_equal(as_stored.values, decoded) and as_stored.values is as_stored.values
+    # Only 2-D 8-bit pixels keep their stored values; the rest decode at once.
+    for other in (np.dstack([stored] * 3), stored.astype(np.uint16) * 257, decoded):
+        kept = MapValues.decoded(other)
+        assert kept.stored_8bit is None and np.array_equal(kept.values, decode_map(other))
+    with pytest.raises(DifferentialDiffusionError, match="empty"):
+        MapValues.decoded(np.zeros((0, 4), np.uint8))  # checked when decoded, not when first read
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_keeps_whole_map_is_when_align_map_hands_the_map_back(seed):
+    """The test ``pixel_strengths`` uses to keep an 8-bit map as it is: true exactly when
+    ``align_map`` returns the map itself, over geometries that do and do not resample or cut."""
+    rng = np.random.default_rng(seed)
+    seen = set()
+    for _ in range(150):
+        map_w, map_h = (int(v) for v in rng.integers(16, 40, 2))
+        same = bool(rng.integers(0, 2))
+        width, height = (map_w, map_h) if same else tuple(int(v) for v in rng.integers(16, 40, 2))
+        init = (map_w, map_h) if rng.integers(0, 2) else tuple(int(v) for v in rng.integers(16, 60, 2))
+        crop = None
+        if rng.integers(0, 4) == 0:
+            x1, y1 = int(rng.integers(0, init[0])), int(rng.integers(0, init[1]))
+            crop = (x1, y1, int(rng.integers(x1 + 1, init[0] + 1)), int(rng.integers(y1 + 1, init[1] + 1)))
+            if rng.integers(0, 2):
+                crop = (0, 0, *init)
+        geometry = Geometry(init, width, height, int(rng.integers(0, 4)), crop)
+        values = rng.random((map_h, map_w), dtype=np.float32)
+        whole = keeps_whole_map(values.shape, geometry)
+        assert whole == (align_map(values, geometry) is values), geometry
+        seen.add(whole)
+    assert seen == {True, False}
 
 
 def test_map_hash_is_the_same_for_one_picture_in_any_form():
@@ -669,7 +702,7 @@ def test_map_hash_is_the_same_for_one_picture_in_any_form():
     results = [maps.decode_map_and_hash(form) for form in forms]
     assert len({digest for _, digest in results}) == 1 and len(results[0][1]) == 10
     for decoded, _ in results:
-        assert np.array_equal(decoded, decode_map(image))
+        assert np.array_equal(decoded.values, decode_map(image))
     other = values.copy()
     other[0, 0] ^= 1
     assert maps.decode_map_and_hash(other)[1] != results[0][1]

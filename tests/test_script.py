@@ -273,7 +273,7 @@ def test_api_dict_and_ui_values_parse_to_the_same_args(host):
         if field.name != "map":  # a PIL image on one side, base64 on the other
             assert getattr(ui_state.args, field.name) == getattr(api_state.args, field.name), field.name
     assert ui_state.map_hash == api_state.map_hash is not None  # the same pixels were decoded
-    assert np.array_equal(ui_state.user_map, api_state.user_map)
+    assert np.array_equal(ui_state.user_map.values, api_state.user_map.values)
     assert ui_p.extra_generation_params == api_p.extra_generation_params
     assert ui_p.extra_generation_params["DD gamma"] == 2.0 and ui_p.extra_generation_params["Differential Diffusion"] is True
     assert_no_hook_errors(host)
@@ -456,7 +456,7 @@ def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""
     p, processed = generate(host, ui_values(map=columns(0, 0, 1, 1)), init_images=[photo(96, 64, seed=2)], resize_mode=resize_mode)
     state = p.differential_diffusion_state_seen
-    kept = state.strengths[(0, False)] == 0
+    kept = state.strengths[(0, False)].values == 0
     assert kept.any() and not kept.all()
     assert kept[:, 0].all()  # the black left edge lands on the output's left edge in every mode
     never = state.engine.never_released.expand_as(processed.latents[0])
@@ -479,7 +479,7 @@ def test_kept_pixels_of_an_init_image_at_the_output_size_are_the_hosts(host, res
         init = init.convert("RGBA")
         init.putalpha(alpha)
     p, processed = generate(host, ui_values(map=columns(0, 0, 1, 1)), init_images=[init], resize_mode=resize_mode)
-    kept = p.differential_diffusion_state_seen.strengths[(0, False)] == 0
+    kept = p.differential_diffusion_state_seen.strengths[(0, False)].values == 0
     assert kept.any() and not kept.all()
     image = host.driver.images.flatten(init, host.shared.opts.img2img_background_color)
     original = pixels(host.driver.images.resize_image(resize_mode, image, SIZE, SIZE))
@@ -553,8 +553,8 @@ def test_batch_size_two_blends_each_image_with_its_own_init_noise_and_map(host):
     assert p.init_latent.shape[0] == 2
     state = p.differential_diffusion_state_seen
     assert set(state.strengths) == {(0, False), (1, False)}
-    assert (state.strengths[(0, False)][:, :16] == 0).all() and (state.strengths[(0, False)][:, 16:] > 0).all()
-    assert (state.strengths[(1, False)] > 0).all()
+    assert (state.strengths[(0, False)].values[:, :16] == 0).all() and (state.strengths[(0, False)].values[:, 16:] > 0).all()
+    assert (state.strengths[(1, False)].values > 0).all()
     latents = batch.latents[0]
     assert torch.equal(latents[0, ..., :2], p.init_latent[0, ..., :2])
     # Each row equals its own single-image run (row 1: seed 21's noise, its own init).
@@ -593,14 +593,14 @@ def test_an_8bit_map_takes_its_stored_values_and_matches_the_same_map_in_16_bits
 
     stored_seen = []
     to_latent = adapter.to_latent
-    monkeypatch.setattr(adapter, "to_latent", lambda map_hw, latent_hw, stored=None: stored_seen.append(stored is not None) or to_latent(map_hw, latent_hw, stored))
+    monkeypatch.setattr(adapter, "to_latent", lambda map_hw, latent_hw: stored_seen.append(map_hw.stored_8bit is not None) or to_latent(map_hw, latent_hw))
     eight = ramp_map()
     sixteen = Image.fromarray(np.asarray(eight).astype(np.uint16) * 257)  # mode I;16
     results = {}
     for name, change_map in (("8-bit", eight), ("16-bit", sixteen)):
         p, processed = generate(host, ui_values(map=change_map), seed=40)
         state = p.differential_diffusion_state_seen
-        results[name] = (state.engine.release, state.kept[(0, False)], pixels(processed.images[0]), state.user_map_8bit is not None)
+        results[name] = (state.engine.release, state.kept[(0, False)], pixels(processed.images[0]), state.user_map.stored_8bit is not None)
     assert stored_seen == [True, False]
     (release8, kept8, image8, stored8), (release16, kept16, image16, stored16) = results["8-bit"], results["16-bit"]
     assert stored8 and not stored16 and kept8.any() and not kept8.all()
@@ -701,7 +701,7 @@ def test_map_times_inpaint_mask_with_only_masked(host):
     )
     assert p.paste_to is not None  # the host cropped to the mask ("only masked")
     state = p.differential_diffusion_state_seen
-    strengths = state.strengths[(0, False)]
+    strengths = state.strengths[(0, False)].values
     assert strengths.shape == (SIZE, SIZE) and 0 < strengths.mean() < 1
     kept = torch.from_numpy(to_latent(strengths, (8, 8))[0, 0].numpy() == 0)
     assert kept.any()
@@ -1273,7 +1273,7 @@ def test_fan_with_only_masked_covers_the_crop_and_labels_only_it(host):
     p, processed = generate(host, api={"source": "fan", "fan_count": 3}, image_mask=image_mask, mask_blur=0, inpaint_full_res=True, init_images=[init])
     left, top, width, height = p.paste_to
     state = p.differential_diffusion_state_seen
-    full = state.strengths[(0, True)]  # over the whole init image, for preserve after the paste-back
+    full = state.strengths[(0, True)].values  # over the whole init image, for preserve after the paste-back
     outside = np.ones(full.shape, dtype=bool)
     outside[top : top + height, left : left + width] = False
     assert full.shape == (128, 128) and (full[outside] == 0).all() and full.max() == 1

@@ -68,25 +68,25 @@ def test_map_strengths_are_the_aligned_map_through_the_options(resize_mode):
     args = DifferentialDiffusionArgs(enabled=True, map="x", gamma=2.0, low=0.1, high=0.8)
     geometry = Geometry((48, 32), 64, 64, resize_mode)
     expected = apply_options(align_map(ramp(), geometry), args.map_options())
-    np.testing.assert_array_equal(pixel_strengths(args, geometry, user_map=ramp()), expected)
+    np.testing.assert_array_equal(pixel_strengths(args, geometry, user_map=ramp()).values, expected)
 
 
 def test_inpaint_mask_multiplies_the_map_or_is_the_source():
     mask = np.zeros((32, 48), np.float32)
     mask[:, 24:] = 0.5
     geometry = Geometry((48, 32), 48, 32)
-    with_map = pixel_strengths(DifferentialDiffusionArgs(enabled=True, map="x"), geometry, user_map=ramp(), inpaint_mask=mask)  # in the output frame
+    with_map = pixel_strengths(DifferentialDiffusionArgs(enabled=True, map="x"), geometry, user_map=ramp(), inpaint_mask=mask).values  # in the output frame
     np.testing.assert_allclose(with_map, ramp() * mask)
-    as_source = pixel_strengths(DifferentialDiffusionArgs(enabled=True, source="inpaint mask", invert=True), geometry, inpaint_mask=mask)
+    as_source = pixel_strengths(DifferentialDiffusionArgs(enabled=True, source="inpaint mask", invert=True), geometry, inpaint_mask=mask).values
     np.testing.assert_allclose(as_source, 1 - mask)  # options apply to the mask as the source, nothing multiplies it
 
 
 def test_fan_is_drawn_in_the_output_frame_whatever_the_geometry():
     args = DifferentialDiffusionArgs(enabled=True, source="fan", fan_count=3, fan_layout="horizontal bands")
     for mode in (0, 1, 2):
-        strengths = pixel_strengths(args, Geometry((10, 90), 60, 30, mode))
+        strengths = pixel_strengths(args, Geometry((10, 90), 60, 30, mode)).values
         np.testing.assert_array_equal(strengths, fan_map(60, 30, 3, "horizontal bands"))
-    boxed = pixel_strengths(args, Geometry((100, 80), 100, 80), fan_box=(10, 20, 70, 50))
+    boxed = pixel_strengths(args, Geometry((100, 80), 100, 80), fan_box=(10, 20, 70, 50)).values
     assert np.all(boxed[:20] == 0) and np.all(boxed[:, :10] == 0) and np.all(boxed[50:] == 0)
     np.testing.assert_array_equal(boxed[20:50, 10:70], fan_map(60, 30, 3, "horizontal bands"))
     np.testing.assert_array_equal(fan_over((100, 80), args, (10, 20, 70, 50)), boxed)
@@ -96,7 +96,7 @@ def test_drawn_map_is_aligned_like_an_uploaded_one():
     drawn = DifferentialDiffusionArgs(enabled=True, source="draw", drawn_map="data:image/png;base64,AAAA")
     uploaded = DifferentialDiffusionArgs(enabled=True, map="x")
     geometry = Geometry((48, 32), 96, 64, 1)
-    np.testing.assert_array_equal(pixel_strengths(drawn, geometry, user_map=ramp()), pixel_strengths(uploaded, geometry, user_map=ramp()))
+    np.testing.assert_array_equal(pixel_strengths(drawn, geometry, user_map=ramp()).values, pixel_strengths(uploaded, geometry, user_map=ramp()).values)
 
 
 def test_preserve_confines_its_work_to_the_kept_box_and_the_ramp():
