@@ -162,3 +162,22 @@ def test_preserve_by_regions_is_the_whole_box_composite_exactly(seed, monkeypatc
     whole = pixels(preserve(generated, original, kept))
     assert np.array_equal(by_regions, whole)
     assert np.array_equal(by_regions[kept], pixels(original)[kept])
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_the_reduced_kept_mask_is_pils_reduce_of_the_0_255_mask(factor):
+    """preserve counts kept pixels per block instead of making a full-size 8-bit mask for PIL to
+    reduce: the same 8-bit values as PIL's ``reduce`` of that mask, for every count a block can hold."""
+    from lib_differential_diffusion import strengths as module
+
+    rng = np.random.default_rng(factor)
+    size = factor * factor
+    kept = rng.random((factor * 24, factor * (size + 1))) < rng.random((factor * 24, 1))  # rows from empty to full
+    kept[:factor, :factor], kept[factor : 2 * factor, :factor] = True, False
+    for count in range(size + 1):  # a block row holding every count
+        kept[2 * factor : 3 * factor, count * factor : (count + 1) * factor] = (np.arange(size) < count).reshape(factor, factor)
+    reduced = module._block_means(factor).take(module._kept_per_block(kept, factor))
+    expected = np.asarray(Image.fromarray(kept.astype(np.uint8) * 255, "L").reduce(factor))
+    assert np.array_equal(reduced, expected) and reduced[0, 0] == 255 and reduced[1, 0] == 0
+    counts = module._kept_per_block(kept, factor)
+    assert set(np.unique(counts).tolist()) == set(range(factor * factor + 1))  # every count was met
