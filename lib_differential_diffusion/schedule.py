@@ -17,6 +17,7 @@ pixel on that path.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import astuple, dataclass
 from typing import Any, Callable, Iterable, Protocol
@@ -317,32 +318,28 @@ def never_released(
         release = release_steps(torch.from_numpy(np.ascontiguousarray(strengths)).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=True)
         return (release == NEVER).numpy()
     run_levels = levels.step_levels(img2img_start(run_strength, steps, False)).tolist()  # plain floats: no tensor work per key
-    first_released = next((key for key in range(steps)
-                           if _steps_noisier_than(run_levels, levels.start_level(Img2ImgStart(steps, key))) < len(run_levels)), None)
-    if first_released is None:
+
+    def key_released(key: int) -> bool:
+        return _steps_noisier_than(run_levels, levels.start_level(Img2ImgStart(steps, key))) < len(run_levels)
+
+    first_released = bisect.bisect_left(range(steps), True, key=key_released)  # released keys: from the first up
+    if first_released == steps:
         return np.ones(strengths.shape, dtype=bool)
 
     def released(value: np.float32) -> bool:
         product = float(np.float64(value) * slider)  # as release_steps: float64 of the float32 value, times the slider
         return product > 0 and math.floor(min(product, 0.999) * steps) >= first_released
 
-    # Non-negative float32 values order like their bit patterns: bisect those.
-    low, high = 0, int(np.float32(1.0).view(np.int32))
-    if not released(np.float32(1.0)):
-        return np.ones(strengths.shape, dtype=bool)
-    while low < high:
-        middle = (low + high) // 2
-        if released(np.int32(middle).view(np.float32)):
-            high = middle
-        else:
-            low = middle + 1
-    threshold = np.int32(low).view(np.float32)
     if stored is not None:
-        # The decoded values grow with the stored ones: "below the threshold" is "below the
-        # first stored value whose decoded value reaches it".
-        first_not_below = int(np.searchsorted(EIGHT_BIT_VALUES, threshold))
-        return stored < np.uint8(first_not_below) if first_not_below < 256 else np.ones(strengths.shape, dtype=bool)
-    return (strengths.values if isinstance(strengths, MapValues) else strengths) < threshold
+        # The decoded values grow with the stored ones: bisect the 256 of them.
+        first = bisect.bisect_left(range(256), True, key=lambda index: released(EIGHT_BIT_VALUES[index]))
+        return stored < np.uint8(first) if first < 256 else np.ones(strengths.shape, dtype=bool)
+    # Non-negative float32 values order like their bit patterns: bisect those.
+    one = int(np.float32(1.0).view(np.int32))
+    first = bisect.bisect_left(range(one + 1), True, key=lambda bits: released(np.int32(bits).view(np.float32)))
+    if first > one:
+        return np.ones(strengths.shape, dtype=bool)
+    return (strengths.values if isinstance(strengths, MapValues) else strengths) < np.int32(first).view(np.float32)
 
 
 def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int) -> float:
