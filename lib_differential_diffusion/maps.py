@@ -446,11 +446,11 @@ def align_map(map_hw: np.ndarray, geometry: Geometry) -> np.ndarray:
     only (a full-size copy would cost more than the rest of a generation's map work).
     """
     map_hw = _as_map(map_hw)
+    if keeps_whole_map(map_hw.shape, geometry):
+        return map_hw
     mode, box, image_size = _source_box(map_hw.shape, geometry)
     result = _resize_image(mode, map_hw, box, image_size, geometry.width, geometry.height)
     if np.may_share_memory(result, map_hw):  # a plain slice: decoded values, already in [0, 1]
-        if result.shape == map_hw.shape:  # a same-shape view of the map is the whole map
-            return map_hw
         return np.array(result, dtype=np.float32, order="C")
     return _finish(np.array(result, dtype=np.float32, order="C"))  # a fresh copy
 

@@ -686,6 +686,10 @@ def test_keeps_whole_map_is_when_align_map_hands_the_map_back(seed):
         values = rng.random((map_h, map_w), dtype=np.float32)
         whole = keeps_whole_map(values.shape, geometry)
         assert whole == (align_map(values, geometry) is values), geometry
+        # Independently of align_map: the host's resize of this geometry is a view of the whole map.
+        mode, box, image_size = maps._source_box(values.shape, geometry)
+        resized = maps._resize_image(mode, values, box, image_size, geometry.width, geometry.height)
+        assert whole == (np.may_share_memory(resized, values) and resized.shape == values.shape), geometry
         seen.add(whole)
     assert seen == {True, False}
 
