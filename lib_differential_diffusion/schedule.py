@@ -312,10 +312,9 @@ def never_released(
     ``MapValues`` with 8-bit stored values: the threshold becomes an 8-bit one, and a quarter
     of the bytes are read (no float map is made).
     """
-    stored = strengths.stored_8bit if isinstance(strengths, MapValues) else None
+    strengths = strengths if isinstance(strengths, MapValues) else MapValues(strengths)
     if fix_steps:
-        strengths = strengths.values if isinstance(strengths, MapValues) else strengths
-        release = release_steps(torch.from_numpy(np.ascontiguousarray(strengths)).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=True)
+        release = release_steps(torch.from_numpy(np.ascontiguousarray(strengths.values)).to(torch.float64) * slider, levels, steps=steps, run_strength=run_strength, fix_steps=True)
         return (release == NEVER).numpy()
     run_levels = levels.step_levels(img2img_start(run_strength, steps, False)).tolist()  # plain floats: no tensor work per key
 
@@ -330,16 +329,16 @@ def never_released(
         product = float(np.float64(value) * slider)  # as release_steps: float64 of the float32 value, times the slider
         return product > 0 and math.floor(min(product, 0.999) * steps) >= first_released
 
-    if stored is not None:
+    if strengths.stored_8bit is not None:
         # The decoded values grow with the stored ones: bisect the 256 of them.
         first = bisect.bisect_left(range(256), True, key=lambda index: released(EIGHT_BIT_VALUES[index]))
-        return stored < np.uint8(first) if first < 256 else np.ones(strengths.shape, dtype=bool)
+        return strengths.stored_8bit < np.uint8(first) if first < 256 else np.ones(strengths.shape, dtype=bool)
     # Non-negative float32 values order like their bit patterns: bisect those.
     one = int(np.float32(1.0).view(np.int32))
     first = bisect.bisect_left(range(one + 1), True, key=lambda bits: released(np.int32(bits).view(np.float32)))
     if first > one:
         return np.ones(strengths.shape, dtype=bool)
-    return (strengths.values if isinstance(strengths, MapValues) else strengths) < np.int32(first).view(np.float32)
+    return strengths.values < np.int32(first).view(np.float32)
 
 
 def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int) -> float:
