@@ -129,7 +129,7 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray, *,
 
 def _kept_per_block(kept: np.ndarray, factor: int) -> np.ndarray:
     """How many pixels of each factor x factor block of the bool mask (whole blocks) are kept, uint8."""
-    as_bytes = kept.view(np.uint8)
+    as_bytes = kept.view(np.uint8)  # 0/1
     if factor == 1:
         return as_bytes
     height, width = kept.shape
@@ -148,7 +148,7 @@ def _block_means(factor: int) -> np.ndarray:
     (asked of PIL itself, so its rounding is the one used)."""
     size = factor * factor
     blocks = np.arange(size)[None, :] < np.arange(size + 1)[:, None]  # row n: n kept pixels
-    image = Image.fromarray(np.negative(blocks.astype(np.uint8)).reshape((size + 1) * factor, factor), "L")
+    image = _mask_image(blocks.reshape((size + 1) * factor, factor))
     return np.asarray(image.reduce(factor)).reshape(-1).copy()
 
 
@@ -276,8 +276,12 @@ def _original_weight(kept_blocks: Image.Image, kept_pixels: np.ndarray, factor: 
     else:
         ramp = blurred.resize((rectangle[2] - rectangle[0], rectangle[3] - rectangle[1]), Image.BILINEAR, box=inside)
     # ramp + ramp: the doubling, clipped at 255 (cheaper than a lookup table through Image.point)
-    kept_image = Image.fromarray(np.negative(kept_pixels.view(np.uint8)), "L")  # the rectangle's kept pixels: 255
-    return ImageChops.lighter(ImageChops.add(ramp, ramp), kept_image)
+    return ImageChops.lighter(ImageChops.add(ramp, ramp), _mask_image(kept_pixels))
+
+
+def _mask_image(mask: np.ndarray) -> Image.Image:
+    """A bool mask as an 8-bit image, 255 where True (its bytes 0/1 negated wrap to 0/255)."""
+    return Image.fromarray(np.negative(mask.view(np.uint8)), "L")
 
 
 def _rgb(image: Image.Image) -> Image.Image:
