@@ -222,19 +222,24 @@ class TimestepLevels:
         return torch.where(fraction == 0, table[low], torch.lerp(table[low], table[high], fraction))
 
 
-def _img2img_start_keys(strengths: torch.Tensor, steps: int, fix_steps: bool) -> torch.Tensor:
-    """``img2img_start`` for a whole tensor: the key that decides the start (float64, as Python floors it).
+def _img2img_start_indices(strengths: np.ndarray, steps: int, fix_steps: bool) -> np.ndarray:
+    """``img2img_start`` for a whole array of float64 strengths: the key that decides the start, plus 1
+    (flat, intp), floored as Python floors it.
 
     Without ``fix_steps`` the key is ``t_enc`` (0 .. steps - 1); with it, the
     schedule length ``steps / strength`` (``t_enc`` is always ``steps - 1``),
-    capped at ``MAX_TOTAL_STEPS + 1``. Strength 0 gets key -1.
+    capped at ``MAX_TOTAL_STEPS + 1``. Strength 0 gets key -1 (index 0).
     """
-    clamped = strengths.clamp(max=0.999)
+    keys = np.minimum(strengths.reshape(-1), 0.999)
     if fix_steps:
-        keys = torch.floor(steps / clamped.clamp(min=1e-300)).clamp(max=MAX_TOTAL_STEPS + 1)
+        np.divide(steps, np.maximum(keys, 1e-300, out=keys), out=keys)
+        np.minimum(np.floor(keys, out=keys), MAX_TOTAL_STEPS + 1, out=keys)
     else:
-        keys = torch.floor(clamped * steps)
-    return keys.masked_fill_(~(strengths > 0), -1).long()
+        np.floor(np.multiply(keys, steps, out=keys), out=keys)
+    keys[~(strengths.reshape(-1) > 0)] = -1  # NaN too
+    indices = keys.astype(np.intp)
+    indices += 1
+    return indices
 
 
 def _steps_noisier_than(run_levels: list[float], start_level: float) -> int:
@@ -272,23 +277,21 @@ def release_steps_and_present(
     fix_steps: bool,
 ) -> tuple[torch.Tensor, set[int]]:
     """``release_steps``, and the distinct release steps among its pixels (``NEVER`` included)."""
-    # Plain floats: a handful of comparisons per start costs no tensor work.
+    # numpy and plain floats: a few passes over the pixels, a handful of comparisons per start.
     run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps)).tolist()
-    indices = _img2img_start_keys(pixel_strengths.to(torch.float64), steps, fix_steps).reshape(-1).add_(1)  # key + 1: key -1 is index 0
+    indices = _img2img_start_indices(pixel_strengths.detach().to("cpu", torch.float64).numpy(), steps, fix_steps)
     # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
-    present = torch.nonzero(torch.bincount(indices)).reshape(-1).tolist()
-    release_by_key = torch.full((present[-1] + 1 if present else 1,), NEVER, dtype=torch.int32)
+    present = np.flatnonzero(np.bincount(indices)).tolist()
+    release_by_key = [NEVER] * (present[-1] + 1 if present else 1)
     for index in present:
         key = index - 1
-        count = len(run_levels)
         if 0 <= key <= MAX_TOTAL_STEPS:
             start = Img2ImgStart(key, steps - 1) if fix_steps else Img2ImgStart(steps, key)
             count = _steps_noisier_than(run_levels, levels.start_level(start))
-        if count < len(run_levels):
-            release_by_key[index] = count
-    released_present = set(release_by_key[present].tolist())
-    # index_select: a 1-D gather, several times faster on the CPU than advanced indexing.
-    return release_by_key.index_select(0, indices).reshape(pixel_strengths.shape), released_present
+            if count < len(run_levels):
+                release_by_key[index] = count
+    release = np.array(release_by_key, dtype=np.int32).take(indices)
+    return torch.from_numpy(release).reshape(pixel_strengths.shape), {release_by_key[index] for index in present}
 
 
 def never_released(
