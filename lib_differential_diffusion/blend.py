@@ -133,15 +133,17 @@ class DifferentialDiffusion:
         self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps)
         release, self._release_steps_present = self._release_steps_and_present(pixel_strengths)
         self.release = release.to(init_latent.device)
-        self.never_released = self.release == NEVER
         eval_levels = levels.eval_levels(self.run)
         self.tracker = StepTracker(eval_levels, boundary_call_ends_step)
         self._last_pinned_step = max(self._release_steps_present) - 1  # pixels are pinned at every step below their release
         # Pixels released at each step or later, for every step a call can ask about (its own and the
         # next; steps end with the run's): one comparison here instead of one per step in the calls.
+        # In numpy on the CPU copy: torch compares with broadcasting several times slower.
+        on_cpu = release.numpy()
         reachable = min(self._last_pinned_step + 1, len(eval_levels)) + 1
-        steps_axis = torch.arange(reachable, device=self.release.device, dtype=self.release.dtype).view(-1, *[1] * self.release.dim())
-        self._released_from_steps = self.release.unsqueeze(0) >= steps_axis
+        steps_axis = np.arange(reachable, dtype=on_cpu.dtype).reshape(-1, *[1] * on_cpu.ndim)
+        self._released_from_steps = torch.from_numpy(on_cpu[None] >= steps_axis).to(init_latent.device)
+        self.never_released = torch.from_numpy(on_cpu == NEVER).to(init_latent.device)
 
     def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
         """This run's release step for any strengths."""
