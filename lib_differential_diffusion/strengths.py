@@ -104,7 +104,8 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray, *,
     top, left = max(0, block_rows[0] - reach), max(0, block_columns[0] - reach)
     bottom, right = min(counts.shape[0], block_rows[-1] + 1 + reach), min(counts.shape[1], block_columns[-1] + 1 + reach)
     # The box's mask at 1/factor, as PIL reduces the 0/255 mask: 255 where a block is all kept, 0 where none is.
-    kept_blocks = Image.fromarray(_block_means(factor).take(counts[top:bottom, left:right]), "L")
+    block_means = _block_means(factor).take(counts[top:bottom, left:right])
+    kept_blocks = Image.fromarray(block_means, "L")
     kept_box = kept[top * factor : bottom * factor, left * factor : right * factor]
     top, left = top * factor, left * factor  # the box's corner in pixels, for the regions below
     blur = PRESERVE_FEATHER / factor  # the ramp's blur, in reduced pixels
@@ -113,7 +114,7 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray, *,
     else:
         result = generated if in_place else generated.copy()
     source = _rgb(original)
-    for x0, y0, x1, y1, mixes in _regions(kept_blocks, factor, _blur_reach(blur)):
+    for x0, y0, x1, y1, mixes in _regions(block_means, factor, _blur_reach(blur)):
         # In the image's coordinates, cut at its edge.
         target = (left + x0, top + y0, min(left + x1, width), min(top + y1, height))
         if target[0] >= target[2] or target[1] >= target[3]:
@@ -159,19 +160,19 @@ PRESERVE_MERGE = 16384
 """Output pixels of extra ramp work worth one rectangle fewer (each costs a few PIL calls)."""
 
 
-def _regions(kept_blocks: Image.Image, factor: int, blur_reach: int) -> list[tuple[int, int, int, int, bool]]:
+def _regions(blocks: np.ndarray, factor: int, blur_reach: int) -> list[tuple[int, int, int, int, bool]]:
     """Rectangles of the box (x0, y0, x1, y1 in output pixels, multiples of ``factor``) where the
     original's weight may not be 0, each with whether its weight mixes (True: compute it) or is
     255 throughout (False: a plain copy of the original). The rest of the box keeps the generated pixels.
 
-    Decided per band of rows and reduced column from the reduced mask, conservatively: a block
+    Decided per band of rows and reduced column from the reduced mask ``blocks`` (the block means:
+    255 where a block is all kept, 0 where none is), conservatively: a block
     all kept has weight 255; an output pixel's stretched ramp reads the blurred pixels of its
     block and the blocks around it (bilinear, scale 1:factor), and a blurred pixel is 0 when no
     kept block lies within ``blur_reach`` of it (a blur of zeros), so a block with no kept block
     within ``blur_reach + 1`` has weight 0. A band joins the rectangles above it when its runs
     come in the same order (``_joined``).
     """
-    blocks = np.asarray(kept_blocks)  # 255: a block all kept; 0: none kept (a block mean)
     band = max(1, PRESERVE_BAND // factor)
     copy = _per_band(blocks, band, np.min) == 255
     # No kept block within blur_reach + 1 (rows around the band, then columns around each column).
@@ -276,7 +277,8 @@ def _original_weight(kept_blocks: Image.Image, kept_pixels: np.ndarray, factor: 
     else:
         ramp = blurred.resize((rectangle[2] - rectangle[0], rectangle[3] - rectangle[1]), Image.BILINEAR, box=inside)
     # ramp + ramp: the doubling, clipped at 255 (cheaper than a lookup table through Image.point)
-    return ImageChops.lighter(ImageChops.add(ramp, ramp), _mask_image(kept_pixels))
+    doubled = ImageChops.add(ramp, ramp)
+    return ImageChops.lighter(doubled, _mask_image(kept_pixels)) if kept_pixels.any() else doubled
 
 
 def _mask_image(mask: np.ndarray) -> Image.Image:

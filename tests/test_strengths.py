@@ -137,9 +137,9 @@ def test_preserve_ramps_alike_on_both_sides_of_a_kept_band():
     assert worst <= 24, worst
 
 
-def _whole_box(kept_blocks, factor, blur_reach):
+def _whole_box(blocks, factor, blur_reach):
     """``_regions`` without its classification: the whole box, its weight computed everywhere."""
-    return [(0, 0, kept_blocks.width * factor, kept_blocks.height * factor, True)]
+    return [(0, 0, blocks.shape[1] * factor, blocks.shape[0] * factor, True)]
 
 
 @pytest.mark.parametrize("seed", range(6))
