@@ -33,7 +33,7 @@ from lib_differential_diffusion.args import (
     schema,
 )
 from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
-from lib_differential_diffusion.blend import DifferentialDiffusion
+from lib_differential_diffusion.blend import SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
 from lib_differential_diffusion.maps import Geometry, MapSource, MapValues, align_map, decode_map_and_hash, source_pixels, to_latent
@@ -414,6 +414,7 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
         run_strength=run_strength,
         fix_steps=bool(shared.opts.img2img_fix_steps),
         boundary_call_ends_step=sampler_function_name(p.sampler) in BOUNDARY_CALL_SAMPLERS,
+        sampler_keeps_history=sampler_function_name(p.sampler) not in SAMPLERS_WITHOUT_HISTORY,
         observer=CallLog() if TEST_HOOKS else None,
     )
     state.kept.clear()  # a new engine (the refiner's pass, say) may release other pixels

@@ -25,7 +25,10 @@ Ours is the same rule, made exact per pixel against the host's img2img:
   add fresh noise to it in earlier steps.
 * ``after_call`` replaces the prediction of pinned pixels with the one that
   keeps them on the original's path (``levels.pinned_prediction``), so
-  multistep samplers' history sees the original, not a guess.
+  multistep samplers' history sees the original, not a guess. A sampler
+  without history reads a prediction only to make the next state, which
+  ``before_call`` sets again: for it, only the last step's predictions (they
+  make the output) are replaced.
 * ``finalize`` sets pixels never released (value 0, or a strength that gives
   no sampling step) to the original latent exactly.
 
@@ -44,6 +47,15 @@ import torch
 
 from .maps import MapValues
 from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps_and_present
+
+# Sampler functions (k-diffusion's, and A1111's DDIM) whose steps read no prediction of an earlier
+# step: a call's prediction only moves the state that the next call starts from, and the blend sets
+# a pinned pixel's state again at every call. Their pinned pixels' predictions need no replacing,
+# except in the run's last step, whose predictions make the output. tests/test_engine.py proves
+# each name (the same samples bit for bit) and that the other samplers do read them.
+SAMPLERS_WITHOUT_HISTORY = frozenset(
+    {"sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "ddim"}
+)
 
 # Two levels closer than this (relative) are the same table entry; the host
 # passes levels through float32 or float16 tensors.
@@ -110,6 +122,7 @@ class DifferentialDiffusion:
     pixel (map value times the slider). ``init_latent`` and ``noise`` are what
     the host's img2img starts from. ``levels`` is the sampler family's view of
     the schedule and noise rule; ``run_strength`` the strength the run starts at.
+    ``sampler_keeps_history``: False for a sampler in ``SAMPLERS_WITHOUT_HISTORY``.
     """
 
     def __init__(
@@ -123,6 +136,7 @@ class DifferentialDiffusion:
         run_strength: float,
         fix_steps: bool = False,
         boundary_call_ends_step: bool = False,
+        sampler_keeps_history: bool = True,
         observer: CallObserver | None = None,
     ) -> None:
         self.init_latent = init_latent
@@ -135,6 +149,8 @@ class DifferentialDiffusion:
         self.release = release.to(init_latent.device)
         eval_levels = levels.eval_levels(self.run)
         self.tracker = StepTracker(eval_levels, boundary_call_ends_step)
+        # Steps whose pinned predictions are replaced: all, or only the last (it makes the output).
+        self._first_step_replacing = 0 if sampler_keeps_history else len(eval_levels) - 1
         self._last_pinned_step = max(self._release_steps_present) - 1  # pixels are pinned at every step below their release
         # Pixels released at each step or later, for every step a call can ask about (its own and the
         # next; steps end with the run's): one comparison here instead of one per step in the calls.
@@ -168,7 +184,8 @@ class DifferentialDiffusion:
         return self._released_from_steps[step]
 
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
-        """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels (None: none pinned)."""
+        """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels whose predictions
+        ``after_call`` replaces (None: none)."""
         rows = level_rows.tolist()  # the one device sync of a call; no tensor op (in a call, each costs tens of µs)
         level = max(rows) if isinstance(rows, list) else rows
         step, at_step_start = self.tracker.observe(level)
@@ -182,7 +199,7 @@ class DifferentialDiffusion:
         to_set = self._released_from(step) if resets_released else pinned
         renoised = _as_dtype(self.levels.renoise(self.init_latent, self.noise, level_rows, self.run), x.dtype)
         torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
-        return pinned
+        return pinned if step >= self._first_step_replacing else None
 
     def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | None) -> torch.Tensor:
         """The model's prediction with pinned pixels replaced by the original's."""

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from k_diffusion import external, sampling
 
-from lib_differential_diffusion.blend import DifferentialDiffusion
+from lib_differential_diffusion.blend import SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
 from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, alpha_start_rule, img2img_start, sigma_start_rule
 from tiny_denoiser import ALPHAS_CUMPROD, TinyEpsNet
 
@@ -160,8 +160,10 @@ def kdiffusion_img2img(
     pixel_strengths: torch.Tensor | None = None,
     scheduler: str | None = None,
     finalize: bool = True,
+    keeps_history: bool | None = None,
 ) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
-    """``KDiffusionSampler.sample_img2img`` with the engine wrapped around the denoiser."""
+    """``KDiffusionSampler.sample_img2img`` with the engine wrapped around the denoiser
+    (``keeps_history`` None: from the sampler's name, as the glue decides it)."""
     funcname, default_scheduler, discard, brownian, boundary = K_SAMPLERS[name]
     sigmas_for_steps = sigma_schedule(denoiser, scheduler or default_scheduler, discard)
     start = img2img_start(run.strength, run.steps, run.fix_steps)
@@ -194,6 +196,7 @@ def kdiffusion_img2img(
             run_strength=run.strength,
             fix_steps=run.fix_steps,
             boundary_call_ends_step=boundary,
+            sampler_keeps_history=funcname not in SAMPLERS_WITHOUT_HISTORY if keeps_history is None else keeps_history,
             observer=CallLog(),
         )
         model = engine.wrap(denoiser)
@@ -239,8 +242,8 @@ def ddim_loop(model: Callable, x: torch.Tensor, timesteps: torch.Tensor, eta: fl
     return x
 
 
-def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | None = None) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
-    """``CompVisSampler.sample_img2img`` with DDIM."""
+def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | None = None, keeps_history: bool | None = None) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
+    """``CompVisSampler.sample_img2img`` with DDIM (A1111's function ``ddim``)."""
     start = img2img_start(run.strength, run.steps, run.fix_steps)
     timesteps = timesteps_for_steps(start.total_steps)
     timesteps_sched = timesteps[: start.t_enc]
@@ -261,6 +264,7 @@ def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | N
             steps=run.steps,
             run_strength=run.strength,
             fix_steps=run.fix_steps,
+            sampler_keeps_history="ddim" not in SAMPLERS_WITHOUT_HISTORY if keeps_history is None else keeps_history,
             observer=CallLog(),
         )
         model = engine.wrap(model)

@@ -12,7 +12,7 @@ import torch
 
 from tiny_denoiser import ALPHAS_CUMPROD
 from a1111_sampling import K_SAMPLERS, latents, uniform, Run, TinyEpsNet, ddim_img2img, kdiffusion_img2img, make_denoiser
-from lib_differential_diffusion.blend import DifferentialDiffusion, StepTracker
+from lib_differential_diffusion.blend import SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion, StepTracker
 from lib_differential_diffusion.maps import MapValues, decode_map
 from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, never_released, release_steps, skip_start_strength
 
@@ -35,7 +35,7 @@ def eps_net():
 
 def img2img(name, denoiser, eps_net, run, pixel_strengths=None, **kwargs):
     if name == "DDIM":
-        return ddim_img2img(eps_net, run, pixel_strengths=pixel_strengths)
+        return ddim_img2img(eps_net, run, pixel_strengths=pixel_strengths, keeps_history=kwargs.get("keeps_history"))
     return kdiffusion_img2img(name, denoiser, run, pixel_strengths=pixel_strengths, **kwargs)
 
 
@@ -237,6 +237,31 @@ def karras_levels():
     import k_diffusion.sampling as sampling
 
     return SigmaLevels(lambda n: sampling.get_sigmas_karras(n, 0.03, 14.6))
+
+
+def sampler_function(name: str) -> str:
+    return "ddim" if name == "DDIM" else K_SAMPLERS[name][0]
+
+
+@pytest.mark.parametrize("name", ALL_SAMPLERS)
+def test_samplers_without_history_never_read_a_pinned_prediction_before_the_last_step(name, denoiser, eps_net):
+    """Leaving pinned pixels' predictions as the model made them, but for the last step, gives the
+    same samples bit for bit for the samplers said to keep no history (each prediction only moves
+    the state the next call sets again); the samplers with history do read them."""
+    init, noise = latents(batch=2, seed=5)
+    strengths = uniform(0.0, 2)
+    strengths[..., 4:8], strengths[..., 8:12], strengths[..., 12:] = 0.3, 0.6, 0.9  # never, late, mid, early
+    outputs = {}
+    for keeps_history in (True, False):
+        run = Run(init, noise, strength=1.0, steps=12, seed=9)
+        outputs[keeps_history], engine = img2img(name, denoiser, eps_net, run, strengths, keeps_history=keeps_history)
+        assert engine.active
+    if sampler_function(name) in SAMPLERS_WITHOUT_HISTORY:
+        assert torch.equal(outputs[True], outputs[False])
+    else:
+        assert not torch.equal(outputs[True], outputs[False])
+    assert {sampler_function(name) for name in ALL_SAMPLERS} >= SAMPLERS_WITHOUT_HISTORY  # each name is proven here
+
 
 
 @pytest.mark.parametrize("steps", [4, 10, 20, 37])
