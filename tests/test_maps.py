@@ -652,6 +652,12 @@ def test_latent_of_an_8bit_map_sums_its_stored_values_exactly():
     exact = (stored.reshape(10, 8, 15, 8).sum(axis=(1, 3), dtype=np.int64) / (64 * 255)).astype(np.float32)
     assert np.array_equal(latent.numpy(), exact) and latent[0, 0] == 1.0 and latent[1, 0] == 0.0
     torch.testing.assert_close(latent, to_latent(decoded, (10, 15))[0, 0], rtol=1e-6, atol=1e-7)  # the float path, to rounding
+    # Other blocks: widths with and without whole groups of four columns, and the largest block all white.
+    white = np.full((64, 64), 255, np.uint8)
+    for pixels, latent_hw in ((stored, (16, 40)), (stored, (20, 10)), (stored, (5, 30)), (stored, (80, 120)), (white, (4, 4)), (white, (16, 4))):
+        block_h, block_w = pixels.shape[0] // latent_hw[0], pixels.shape[1] // latent_hw[1]
+        sums = pixels.reshape(latent_hw[0], block_h, latent_hw[1], block_w).sum(axis=(1, 3), dtype=np.int64)
+        assert np.array_equal(to_latent(MapValues.decoded(pixels), latent_hw)[0, 0].numpy(), (sums / (block_h * block_w * 255)).astype(np.float32))
     # Blocks that do not tile the map: the float path, whatever is stored.
     odd = stored[:77, :115]
     assert torch.equal(to_latent(MapValues.decoded(odd), (9, 14)), to_latent(decode_map(odd), (9, 14)))
