@@ -122,7 +122,8 @@ def preserve(generated: Image.Image, original: Image.Image, kept: np.ndarray, *,
         weight = None
         if mixes:
             weight = _original_weight(kept_blocks, kept_box[y0:y1, x0:x1], factor, blur, (x0, y0, x1, y1))
-            weight = weight.crop((0, 0, target[2] - target[0], target[3] - target[1]))
+            if weight.size != (target[2] - target[0], target[3] - target[1]):  # cut at the image's edge
+                weight = weight.crop((0, 0, target[2] - target[0], target[3] - target[1]))
         # Copies where the weight is 255 (or everywhere without one), mixes only the ramp.
         result.paste(source.crop(target), target[:2], weight)
     return result
