@@ -33,7 +33,7 @@ from lib_differential_diffusion.args import (
     schema,
 )
 from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
-from lib_differential_diffusion.blend import SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
+from lib_differential_diffusion.blend import BOUNDARY_CALL_SAMPLERS, SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
 from lib_differential_diffusion.maps import Geometry, MapSource, MapValues, align_map, decode_map_and_hash, source_pixels, to_latent
@@ -60,8 +60,6 @@ OVERRIDES_ATTRIBUTE = "differential_diffusion_overrides"  # set by X/Y/Z axes, p
 CANVAS_GROWING_SCRIPTS = ("Outpainting mk2", "Poor man's outpainting")
 SOFT_INPAINTING_INFOTEXT_KEY = "Soft inpainting enabled"  # the built-in soft inpainting's own key
 WITH_SOFT_INPAINTING_INFOTEXT_KEY = "DD soft inpainting"
-# Samplers whose step ends with a model call at the next step's level.
-BOUNDARY_CALL_SAMPLERS = {"sample_heun", "restart_sampler"}
 # Set by the project's real-host tests: serves what the last run did and which host surfaces exist.
 TEST_HOOKS = os.environ.get("SD_WEBUI_DIFFERENTIAL_DIFFUSION_TEST") == "1"
 
@@ -405,6 +403,7 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
         # Start where the first pixel is released: the steps before would pin every pixel.
         run_strength = skip_start_strength(pixel_strengths_latent, state.slider, int(p.steps))
         p.denoising_strength = run_strength  # what sample_img2img reads; restored in post_sample
+    sampler_function = sampler_function_name(p.sampler)
     state.engine = DifferentialDiffusion(
         pixel_strengths=pixel_strengths_latent,
         init_latent=init_latent,
@@ -413,8 +412,8 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
         steps=int(p.steps),
         run_strength=run_strength,
         fix_steps=bool(shared.opts.img2img_fix_steps),
-        boundary_call_ends_step=sampler_function_name(p.sampler) in BOUNDARY_CALL_SAMPLERS,
-        sampler_keeps_history=sampler_function_name(p.sampler) not in SAMPLERS_WITHOUT_HISTORY,
+        boundary_call_ends_step=sampler_function in BOUNDARY_CALL_SAMPLERS,
+        sampler_keeps_history=sampler_function not in SAMPLERS_WITHOUT_HISTORY,
         observer=CallLog() if TEST_HOOKS else None,
     )
     state.kept.clear()  # a new engine (the refiner's pass, say) may release other pixels

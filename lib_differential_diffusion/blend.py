@@ -48,6 +48,9 @@ import torch
 from .maps import MapValues
 from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps_and_present
 
+# What the engine needs to know of a sampler, by its function's name (k-diffusion's, A1111's).
+# Samplers whose step ends with a model call at the next step's level (``boundary_call_ends_step``).
+BOUNDARY_CALL_SAMPLERS = frozenset({"sample_heun", "restart_sampler"})
 # Sampler functions (k-diffusion's, and A1111's DDIM) whose steps read no prediction of an earlier
 # step: a call's prediction only moves the state that the next call starts from, and the blend sets
 # a pinned pixel's state again at every call. Their pinned pixels' predictions need no replacing,
