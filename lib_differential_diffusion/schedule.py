@@ -230,13 +230,14 @@ def _img2img_start_indices(strengths: np.ndarray, steps: int, fix_steps: bool) -
     schedule length ``steps / strength`` (``t_enc`` is always ``steps - 1``),
     capped at ``MAX_TOTAL_STEPS + 1``. Strength 0 gets key -1 (index 0).
     """
-    keys = np.minimum(strengths.reshape(-1), 0.999)
+    flat = strengths.reshape(-1)
+    keys = np.minimum(flat, 0.999)
     if fix_steps:
         np.divide(steps, np.maximum(keys, 1e-300, out=keys), out=keys)
         np.minimum(np.floor(keys, out=keys), MAX_TOTAL_STEPS + 1, out=keys)
     else:
         np.floor(np.multiply(keys, steps, out=keys), out=keys)
-    keys[~(strengths.reshape(-1) > 0)] = -1  # NaN too
+    keys[~(flat > 0)] = -1  # NaN too
     indices = keys.astype(np.intp)
     indices += 1
     return indices
