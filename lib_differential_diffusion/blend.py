@@ -40,17 +40,18 @@ engine inactive (plain img2img), and an all-zeros map returns the original.
 from __future__ import annotations
 
 import bisect
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 import torch
 
 from .maps import MapValues
-from .schedule import NEVER, NoiseLevels, img2img_start, never_released, release_steps_and_present
+from .schedule import NEVER, NoiseLevels, PixelRelease, img2img_start, never_released, pixel_release
 
 # What the engine needs to know of a sampler, by its function's name (k-diffusion's, A1111's).
 # Samplers whose step ends with a model call at the next step's level (``boundary_call_ends_step``).
-BOUNDARY_CALL_SAMPLERS = frozenset({"sample_heun", "restart_sampler"})
+# DPM2 a's midpoint is the geometric mean of the level and sigma_down, which at eta 1 is the next level.
+BOUNDARY_CALL_SAMPLERS = frozenset({"sample_heun", "sample_dpm_2_ancestral", "restart_sampler"})
 # Sampler functions (k-diffusion's, and A1111's DDIM) whose steps read no prediction of an earlier
 # step: a call's prediction only moves the state that the next call starts from, and the blend sets
 # a pinned pixel's state again at every call. Their pinned pixels' predictions need no replacing,
@@ -59,6 +60,11 @@ BOUNDARY_CALL_SAMPLERS = frozenset({"sample_heun", "restart_sampler"})
 SAMPLERS_WITHOUT_HISTORY = frozenset(
     {"sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "ddim"}
 )
+
+# Sampler functions that add fresh noise to the state inside a step, before its later calls. A later
+# call finds a partly released pixel off the original's path by that noise too, which is not the
+# image's: its pinned share is the original itself, not the path's prediction for the state.
+SAMPLERS_WITH_NOISE_INSIDE_A_STEP = frozenset({"sample_dpmpp_sde"})
 
 # Two levels closer than this (relative) are the same table entry; the host
 # passes levels through float32 or float16 tensors.
@@ -118,6 +124,13 @@ class StepTracker:
         return self.step, self._is_level_of(self.step, level)
 
 
+class PartialStep(NamedTuple):
+    """What ``after_call`` needs in a step with partly released pixels."""
+
+    shares: torch.Tensor  # each pixel's share of the model's prediction (0: pinned, 1: free)
+    on_path: torch.Tensor  # the original re-noised to the call's level
+
+
 class DifferentialDiffusion:
     """Per-pixel release for one sampling run (one batch of images).
 
@@ -125,7 +138,9 @@ class DifferentialDiffusion:
     pixel (map value times the slider). ``init_latent`` and ``noise`` are what
     the host's img2img starts from. ``levels`` is the sampler family's view of
     the schedule and noise rule; ``run_strength`` the strength the run starts at.
-    ``sampler_keeps_history``: False for a sampler in ``SAMPLERS_WITHOUT_HISTORY``.
+    ``sampler_keeps_history``: False for a sampler in ``SAMPLERS_WITHOUT_HISTORY``;
+    ``sampler_noises_inside_a_step``: True for one in ``SAMPLERS_WITH_NOISE_INSIDE_A_STEP``.
+    ``smooth``: pixels between two levels are released partly in the step between them.
     """
 
     def __init__(
@@ -140,6 +155,8 @@ class DifferentialDiffusion:
         fix_steps: bool = False,
         boundary_call_ends_step: bool = False,
         sampler_keeps_history: bool = True,
+        sampler_noises_inside_a_step: bool = False,
+        smooth: bool = False,
         observer: CallObserver | None = None,
     ) -> None:
         self.init_latent = init_latent
@@ -147,30 +164,44 @@ class DifferentialDiffusion:
         self.levels = levels
         self.observer = observer
         self.run = img2img_start(run_strength, steps, fix_steps)
-        self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps)
-        release, self._release_steps_present = self._release_steps_and_present(pixel_strengths)
-        self.release = release.to(init_latent.device)
+        self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps, smooth=smooth)
+        release = self._pixel_release(pixel_strengths)
+        self._release_steps_present = release.present
+        device = init_latent.device
+        self.release = release.step.to(device)
+        self.release_weight = release.weight.to(device)
         eval_levels = levels.eval_levels(self.run)
+        run_steps = len(eval_levels)
         self.tracker = StepTracker(eval_levels, boundary_call_ends_step)
         # Steps whose pinned predictions are replaced: all, or only the last (it makes the output).
-        self._first_step_replacing = 0 if sampler_keeps_history else len(eval_levels) - 1
-        self._last_pinned_step = max(self._release_steps_present) - 1  # pixels are pinned at every step below their release
-        # Pixels released at each step or later, for every step a call can ask about (its own and the
-        # next; steps end with the run's): one comparison here instead of one per step in the calls.
+        self._first_step_replacing = 0 if sampler_keeps_history else run_steps - 1
+        self._partial_share_from_path = not sampler_noises_inside_a_step
+        # A pixel's pinning in one number: twice the step it runs free from (never: the run's
+        # length), one less if it takes part of the model's prediction in the step before. Step j's
+        # first call sets pixels with pin >= 2j + 1 to the re-noised original (>= 2j: and those
+        # released at j), its other calls pixels with pin >= 2j + 2: a partly released pixel starts
+        # its step on the original's path and then follows the sampler.
         # In numpy on the CPU copy: torch compares with broadcasting several times slower.
-        on_cpu = release.numpy()
-        reachable = min(self._last_pinned_step + 1, len(eval_levels)) + 1
-        steps_axis = np.arange(reachable, dtype=on_cpu.dtype).reshape(-1, *[1] * on_cpu.ndim)
-        self._released_from_steps = torch.from_numpy(on_cpu[None] >= steps_axis).to(init_latent.device)
-        self.never_released = torch.from_numpy(on_cpu == NEVER).to(init_latent.device)
+        weight = release.weight.numpy()
+        pin = 2 * np.minimum(release.step.numpy().astype(np.int64), run_steps) - (weight > 0)
+        self._last_pinned_step = (int(pin.max()) - 1) // 2  # the last step with a pinned (or partly released) pixel
+        thresholds = 2 * min(self._last_pinned_step + 1, run_steps) + 1
+        axis = np.arange(thresholds).reshape(-1, *[1] * pin.ndim)
+        self._pinned_from = torch.from_numpy(pin[None] >= axis).to(device)
+        self.never_released = torch.from_numpy(pin == 2 * run_steps).to(device)
+        # Per step with partly released pixels: the share of the model's prediction each pixel takes.
+        self._prediction_shares = {
+            step: torch.from_numpy(np.where(pin <= 2 * step, 1.0, np.where(pin == 2 * step + 1, weight, 0.0)).astype(np.float32)).to(device)
+            for step in np.unique((pin[weight > 0] - 1) // 2).tolist()
+        }
+
+    def _pixel_release(self, pixel_strengths: torch.Tensor) -> PixelRelease:
+        # On the CPU: per-step decisions need no device sync.
+        return pixel_release(pixel_strengths.cpu(), self.levels, **self._schedule)
 
     def release_steps(self, pixel_strengths: torch.Tensor) -> torch.Tensor:
         """This run's release step for any strengths."""
-        return self._release_steps_and_present(pixel_strengths)[0]
-
-    def _release_steps_and_present(self, pixel_strengths: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
-        # On the CPU: per-step decisions need no device sync.
-        return release_steps_and_present(pixel_strengths.cpu(), self.levels, **self._schedule)
+        return self._pixel_release(pixel_strengths).step
 
     def never_released_pixels(self, strengths: np.ndarray | MapValues, slider: float) -> np.ndarray:
         """Which pixels of a map (strengths before the slider, e.g. at pixel resolution) this run never releases."""
@@ -181,14 +212,10 @@ class DifferentialDiffusion:
         """False when no pixel is ever pinned: the run is plain img2img."""
         return self._last_pinned_step >= 0
 
-    def _released_from(self, step: int) -> torch.Tensor:
-        """Pixels released at ``step`` or later: the pixels pinned at ``step - 1``, and those to set at
-        the start of ``step`` (pinned or released now)."""
-        return self._released_from_steps[step]
-
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
-        """Pin the sampler's state ``x`` in place; returns the mask of pinned pixels whose predictions
-        ``after_call`` replaces (None: none)."""
+        """Pin the sampler's state ``x`` in place; returns what ``after_call`` needs to replace
+        predictions: a mask of pinned pixels, or each pixel's share of the model's prediction in a
+        step with partly released pixels (None: nothing to replace)."""
         rows = level_rows.tolist()  # the one device sync of a call; no tensor op (in a call, each costs tens of µs)
         level = max(rows) if isinstance(rows, list) else rows
         step, at_step_start = self.tracker.observe(level)
@@ -196,19 +223,36 @@ class DifferentialDiffusion:
             self.observer.on_call(step, level, at_step_start)
         # Step 0's released pixels already hold the host's own start latent.
         resets_released = at_step_start and step > 0 and step in self._release_steps_present
+        shares = self._prediction_shares.get(step)
         if step > self._last_pinned_step and not resets_released:
             return None
-        pinned = self._released_from(step + 1) if step <= self._last_pinned_step else None
-        to_set = self._released_from(step) if resets_released else pinned
+        to_set = self._pinned_from[2 * step + (0 if resets_released else 1 if at_step_start else 2)]
         renoised = _as_dtype(self.levels.renoise(self.init_latent, self.noise, level_rows, self.run), x.dtype)
         torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
-        return pinned if step >= self._first_step_replacing else None
+        if step > self._last_pinned_step:
+            return None
+        if shares is not None:
+            return PartialStep(shares, renoised)
+        return self._pinned_from[2 * step + 2] if step >= self._first_step_replacing else None
 
-    def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | None) -> torch.Tensor:
-        """The model's prediction with pinned pixels replaced by the original's."""
+    def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | PartialStep | None) -> torch.Tensor:
+        """The model's prediction with pinned pixels' predictions replaced by the original's (a partly
+        released pixel's: the two mixed by its share)."""
         if pinned is None:
             return prediction
-        return torch.where(pinned, _as_dtype(self.levels.pinned_prediction(x, self.init_latent, level_rows), prediction.dtype), prediction)
+        if isinstance(pinned, PartialStep):
+            # A later call of the step finds a partly released pixel off the original's path: the
+            # path's prediction for the state as it is mixes velocities, not a pull back to the
+            # original (which steps like Heun's would divide by a small level). At the step's start
+            # the pixel is on the path, and this is pinned_prediction exactly.
+            if self._partial_share_from_path:
+                original = self.levels.path_prediction(x, pinned.on_path, self.init_latent, level_rows)
+            else:
+                original = self.levels.pinned_prediction(x, self.init_latent, level_rows)
+            # Exact at shares 0 and 1 (lerp's two-sided formula): pinned and free pixels as without shares.
+            return torch.lerp(_as_dtype(original, prediction.dtype), prediction, _as_dtype(pinned.shares, prediction.dtype))
+        original = _as_dtype(self.levels.pinned_prediction(x, self.init_latent, level_rows), prediction.dtype)
+        return torch.where(pinned, original, prediction)
 
     def wrap(self, forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         """``forward(x, level, *args, **kwargs)`` with the blend around it."""

@@ -114,6 +114,11 @@ class NoiseLevels(Protocol):
     def pinned_prediction(self, x: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
         """The model output that keeps a pixel whose state is ``x`` on the original's path."""
 
+    def path_prediction(self, x: torch.Tensor, on_path: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
+        """The model output that moves a state ``x`` off the path (``on_path``: the path's state at the
+        call) as the path moves: the original's noise, the state's offset kept. ``pinned_prediction``
+        where ``x`` is ``on_path``."""
+
 
 class SigmaLevels:
     """k-diffusion samplers: ``sigma_sched = sigmas[steps - t_enc - 1:]``, state = x0 + sigma * noise.
@@ -152,6 +157,10 @@ class SigmaLevels:
 
     def pinned_prediction(self, x: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
         return init
+
+    def path_prediction(self, x: torch.Tensor, on_path: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
+        # x0 space: the original plus the state's offset from the path (exactly init where x is on it)
+        return (x - on_path).add_(init)
 
 
 class TimestepLevels:
@@ -213,6 +222,10 @@ class TimestepLevels:
         alpha = self._alpha_at(level_rows.to(self.alphas_cumprod.device)).reshape(-1, 1, 1, 1)
         return (x - torch.sqrt(alpha) * init) / torch.sqrt(1 - alpha)
 
+    def path_prediction(self, x: torch.Tensor, on_path: torch.Tensor, init: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor:
+        # eps space: the path's own eps (its noise), whatever the state
+        return self.pinned_prediction(on_path, init, level_rows)
+
     def _alpha_at(self, t: torch.Tensor) -> torch.Tensor:
         """alphas_cumprod at (possibly fractional, for UniPC) timesteps, per row."""
         table = self.alphas_cumprod
@@ -249,40 +262,72 @@ def _steps_noisier_than(run_levels: list[float], start_level: float) -> int:
     return sum(level > start_level for level in run_levels)
 
 
-def release_steps(
-    pixel_strengths: torch.Tensor,
-    levels: NoiseLevels,
-    *,
-    steps: int,
-    run_strength: float,
-    fix_steps: bool,
-) -> torch.Tensor:
-    """Release step of every pixel (int32, same shape), ``NEVER`` for never.
+# A strength this close (in steps) to a level is on it: float noise in ``v * s * steps``
+# (0.29 * 100 is 28.999...; the host floors it, and so does the level it is on).
+ON_LEVEL_TOLERANCE = 1e-6
 
-    ``pixel_strengths`` holds each pixel's own denoising strength (map * slider),
-    ideally float64 so that products like 0.7 * 10 floor exactly as A1111's
-    Python floats do. A pixel is released at the first run step whose state is
-    no noisier than plain img2img's start at the pixel's strength. With
-    ``fix_steps`` off, that start is an entry of the run's own table, so the
-    result is exactly ``t_enc(run) - t_enc(pixel)``.
+
+def _between_levels(strengths: np.ndarray, steps: int, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smooth release: the two levels each strength lies between, and how far it is from the lower.
+
+    Levels are start-key indices (``_img2img_start_indices``: key + 1; 0 is strength 0, never
+    released). Key ``k >= 1`` is plain img2img at strength ``k / steps``; key 0 is the host's one
+    step for every strength in ``(0, 1 / steps)``, placed at ``0.5 / steps`` so that change grows
+    continuously from strength 0 (the input) through it to key 1. Returns (lower, upper, fraction):
+    on a level (fraction 0) lower == upper == the host's own key.
     """
-    return release_steps_and_present(pixel_strengths, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps)[0]
+    scaled = np.minimum(strengths, 0.999) * steps
+    key = indices - 1
+    fraction = scaled - key
+    lower = indices.copy()
+    upper = np.minimum(indices + 1, steps)  # the top key has nothing above it
+    bottom = key == 0
+    fraction[bottom] = 2 * scaled[bottom] - 1
+    below_key_0 = bottom & (scaled < 0.5)
+    fraction[below_key_0] = 2 * scaled[below_key_0]
+    lower[below_key_0], upper[below_key_0] = 0, 1
+    upper[indices == 0] = 0  # strength 0 (and NaN)
+    near_lower = ~(fraction >= ON_LEVEL_TOLERANCE) | (lower == upper)
+    upper[near_lower] = lower[near_lower]
+    near_upper = fraction > 1 - ON_LEVEL_TOLERANCE
+    lower[near_upper] = upper[near_upper] = indices[near_upper]
+    fraction[near_lower | near_upper] = 0.0
+    return lower, upper, fraction
 
 
-def release_steps_and_present(
-    pixel_strengths: torch.Tensor,
-    levels: NoiseLevels,
-    *,
-    steps: int,
-    run_strength: float,
-    fix_steps: bool,
-) -> tuple[torch.Tensor, set[int]]:
-    """``release_steps``, and the distinct release steps among its pixels (``NEVER`` included)."""
-    # numpy and plain floats: a few passes over the pixels, a handful of comparisons per start.
-    run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps)).tolist()
-    indices = _img2img_start_indices(pixel_strengths.detach().to("cpu", torch.float64).numpy(), steps, fix_steps)
+@dataclass(frozen=True)
+class PixelRelease:
+    """When each pixel is released.
+
+    ``step``: the first step in which the pixel runs free (int32, ``NEVER``: none).
+    ``weight``: a pixel between two levels (smooth release) takes this share of the model's
+    prediction in the step before ``step`` (for ``NEVER``: the run's last step), the original's
+    prediction the rest; 0 for a pixel on a level. ``present``: the distinct steps.
+    """
+
+    step: torch.Tensor
+    weight: torch.Tensor
+    present: set[int]
+
+    @property
+    def any_partial(self) -> bool:
+        return bool(self.weight.any())
+
+
+def _release_arrays(
+    strengths: np.ndarray, run_levels: list[float], levels: NoiseLevels, steps: int, fix_steps: bool, smooth: bool
+) -> tuple[np.ndarray, np.ndarray | None, set[int]]:
+    """Release step (int32) and partial weight (float64, None when none) of flat float64 strengths."""
+    indices = _img2img_start_indices(strengths, steps, fix_steps)
+    if smooth and not fix_steps:
+        lower, upper, fraction = _between_levels(strengths, steps, indices)
+        keyed = np.concatenate([lower, upper])
+    else:
+        lower = upper = indices
+        fraction = None
+        keyed = indices
     # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
-    present = np.flatnonzero(np.bincount(indices)).tolist()
+    present = np.flatnonzero(np.bincount(keyed)).tolist()
     release_by_key = [NEVER] * (present[-1] + 1 if present else 1)
     for index in present:
         key = index - 1
@@ -291,8 +336,60 @@ def release_steps_and_present(
             count = _steps_noisier_than(run_levels, levels.start_level(start))
             if count < len(run_levels):
                 release_by_key[index] = count
-    release = np.array(release_by_key, dtype=np.int32).take(indices)
-    return torch.from_numpy(release).reshape(pixel_strengths.shape), {release_by_key[index] for index in present}
+    table = np.array(release_by_key, dtype=np.int32)
+    if fraction is None or not fraction.any():
+        used = present if fraction is None else np.flatnonzero(np.bincount(lower)).tolist()
+        return table.take(lower), None, {release_by_key[index] for index in used}
+    # A position between the two levels' release steps (the run's length: never): the pixel runs
+    # free from the step above it and takes the fraction's share in the step before.
+    never_at = len(run_levels)
+    table = np.minimum(table, never_at).astype(np.float64)
+    at_lower, at_upper = table.take(lower), table.take(upper)
+    position = at_lower - (at_lower - at_upper) * fraction
+    free_from = np.ceil(position)
+    weight = free_from - position
+    release = np.where(free_from >= never_at, NEVER, free_from).astype(np.int32)
+    return release, weight, set(np.unique(release).tolist())
+
+
+def pixel_release(
+    pixel_strengths: torch.Tensor,
+    levels: NoiseLevels,
+    *,
+    steps: int,
+    run_strength: float,
+    fix_steps: bool,
+    smooth: bool = False,
+) -> PixelRelease:
+    """Release step of every pixel (and, with ``smooth``, the partial release of pixels between levels).
+
+    ``pixel_strengths`` holds each pixel's own denoising strength (map * slider),
+    ideally float64 so that products like 0.7 * 10 floor exactly as A1111's
+    Python floats do. A pixel is released at the first run step whose state is
+    no noisier than plain img2img's start at the pixel's strength. With
+    ``fix_steps`` off, that start is an entry of the run's own table, so the
+    result is exactly ``t_enc(run) - t_enc(pixel)``. ``smooth`` (``fix_steps`` off): a pixel
+    between two levels is released partly in the step between their release steps.
+    """
+    # numpy and plain floats: a few passes over the pixels, a handful of comparisons per start.
+    run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps)).tolist()
+    strengths = pixel_strengths.detach().to("cpu", torch.float64).numpy().reshape(-1)
+    release, weight, present = _release_arrays(strengths, run_levels, levels, steps, fix_steps, smooth)
+    shape = pixel_strengths.shape
+    weights = torch.zeros(shape, dtype=torch.float32) if weight is None else torch.from_numpy(weight.astype(np.float32)).reshape(shape)
+    return PixelRelease(torch.from_numpy(release).reshape(shape), weights, present)
+
+
+def release_steps(
+    pixel_strengths: torch.Tensor,
+    levels: NoiseLevels,
+    *,
+    steps: int,
+    run_strength: float,
+    fix_steps: bool,
+) -> torch.Tensor:
+    """Release step of every pixel (int32, same shape), ``NEVER`` for never: ``pixel_release``'s steps without smoothing."""
+    return pixel_release(pixel_strengths, levels, steps=steps, run_strength=run_strength, fix_steps=fix_steps).step
 
 
 def never_released(
@@ -303,16 +400,15 @@ def never_released(
     steps: int,
     run_strength: float,
     fix_steps: bool,
+    smooth: bool = False,
 ) -> np.ndarray:
-    """Which pixels of a float32 map (strengths before the slider) are never released.
+    """Which pixels of a float32 map (strengths before the slider) are never released, not even partly.
 
-    The same answer as ``release_steps(strengths * slider) == NEVER``, in one
-    comparison per pixel: without ``fix_steps`` a pixel's start key
-    ``floor(min(v * slider, 0.999) * steps)`` grows with v, and the run
-    releases every key from the smallest released one up, so "never released"
-    is "v below a threshold"; the threshold is found by bisecting float32
-    values with the exact float64 arithmetic of the per-pixel rule. With
-    ``fix_steps`` (a schedule per strength) every pixel is evaluated.
+    The same answer as ``pixel_release(strengths * slider)`` (step ``NEVER``, weight 0), in one
+    comparison per pixel: without ``fix_steps`` release grows with v, so "never released" is
+    "v below a threshold"; the threshold is found by bisecting float32 values with the exact
+    float64 arithmetic of the per-pixel rule. With ``fix_steps`` (a schedule per strength) every
+    pixel is evaluated.
     ``MapValues`` with 8-bit stored values: the threshold becomes an 8-bit one, and a quarter
     of the bytes are read (no float map is made).
     """
@@ -322,16 +418,24 @@ def never_released(
         return (release == NEVER).numpy()
     run_levels = levels.step_levels(img2img_start(run_strength, steps, False)).tolist()  # plain floats: no tensor work per key
 
-    def key_released(key: int) -> bool:
-        return _steps_noisier_than(run_levels, levels.start_level(Img2ImgStart(steps, key))) < len(run_levels)
+    if smooth:
 
-    first_released = bisect.bisect_left(range(steps), True, key=key_released)  # released keys: from the first up
-    if first_released == steps:
-        return np.ones(strengths.shape, dtype=bool)
+        def released(value: np.float32) -> bool:
+            release, weight, _ = _release_arrays(np.array([np.float64(value) * slider]), run_levels, levels, steps, False, True)
+            return release[0] != NEVER or (weight is not None and weight[0] > 0)
 
-    def released(value: np.float32) -> bool:
-        product = float(np.float64(value) * slider)  # as release_steps: float64 of the float32 value, times the slider
-        return product > 0 and math.floor(min(product, 0.999) * steps) >= first_released
+    else:
+
+        def key_released(key: int) -> bool:
+            return _steps_noisier_than(run_levels, levels.start_level(Img2ImgStart(steps, key))) < len(run_levels)
+
+        first_released = bisect.bisect_left(range(steps), True, key=key_released)  # released keys: from the first up
+        if first_released == steps:
+            return np.ones(strengths.shape, dtype=bool)
+
+        def released(value: np.float32) -> bool:
+            product = float(np.float64(value) * slider)  # as release_steps: float64 of the float32 value, times the slider
+            return product > 0 and math.floor(min(product, 0.999) * steps) >= first_released
 
     if strengths.stored_8bit is not None:
         # The decoded values grow with the stored ones: bisect the 256 of them.
@@ -345,21 +449,35 @@ def never_released(
     return strengths.values < np.int32(first).view(np.float32)
 
 
-def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int) -> float:
+def _key_strength(key: int, steps: int) -> float:
+    """The smallest strength whose img2img start key is at least ``key`` (as the host floors it)."""
+    if key > int(0.999 * steps):
+        return 1.0  # no strength reaches it
+    strength = key / steps
+    while int(min(strength, 0.999) * steps) < key:  # 1/49 * 49 is 0.999...
+        strength = math.nextafter(strength, 1.0)
+    return strength
+
+
+def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, steps: int, smooth: bool = False) -> float:
     """Strength to start the run at: the largest pixel strength, if below the slider.
 
     Every step before the first release pins all pixels, so starting at the
     first release gives the same result with fewer model calls for samplers
     that keep no history and draw no sequential noise (the engine's tests prove
     which); for the others it makes a uniform map exactly plain img2img at its
-    strength. Never below the smallest strength that still samples one step
-    more than the last (``t_enc >= 1``): some samplers fail on a single step.
+    strength. With ``smooth``, a largest strength between two levels is released
+    partly in the upper level's step: the run starts there. Never below the smallest
+    strength that still samples one step more than the last (``t_enc >= 1``): some
+    samplers fail on a single step.
     """
-    start = min(float(pixel_strengths.to(torch.float64).max()), run_strength)
-    one_step = 1.0 / steps
-    while int(min(one_step, 0.999) * steps) < 1:  # 1/49 * 49 is 0.999...
-        one_step = math.nextafter(one_step, 1.0)
-    return max(start, min(one_step, run_strength))
+    largest = float(pixel_strengths.to(torch.float64).max())
+    if smooth:
+        strengths = np.array([largest])
+        _, upper, _ = _between_levels(strengths, steps, _img2img_start_indices(strengths, steps, False))
+        largest = max(largest, _key_strength(int(upper[0]) - 1, steps))
+    start = min(largest, run_strength)
+    return max(start, min(_key_strength(1, steps), run_strength))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from k_diffusion import external, sampling
 
-from lib_differential_diffusion.blend import SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
+from lib_differential_diffusion.blend import SAMPLERS_WITH_NOISE_INSIDE_A_STEP, SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
 from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, alpha_start_rule, img2img_start, sigma_start_rule
 from tiny_denoiser import ALPHAS_CUMPROD, TinyEpsNet
 
@@ -76,7 +76,7 @@ K_SAMPLERS: dict[str, tuple[str, str, bool, bool, bool]] = {
     "Euler a": ("sample_euler_ancestral", "automatic", False, False, False),
     "Heun": ("sample_heun", "automatic", False, False, True),
     "DPM2": ("sample_dpm_2", "karras", True, False, False),
-    "DPM2 a": ("sample_dpm_2_ancestral", "karras", True, False, False),
+    "DPM2 a": ("sample_dpm_2_ancestral", "karras", True, False, True),
     "LMS": ("sample_lms", "automatic", False, False, False),
     "DPM++ 2S a": ("sample_dpmpp_2s_ancestral", "karras", False, False, False),
     "DPM++ 2M": ("sample_dpmpp_2m", "karras", False, False, False),
@@ -161,6 +161,7 @@ def kdiffusion_img2img(
     scheduler: str | None = None,
     finalize: bool = True,
     keeps_history: bool | None = None,
+    smooth: bool = False,
 ) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
     """``KDiffusionSampler.sample_img2img`` with the engine wrapped around the denoiser
     (``keeps_history`` None: from the sampler's name, as the glue decides it)."""
@@ -197,6 +198,8 @@ def kdiffusion_img2img(
             fix_steps=run.fix_steps,
             boundary_call_ends_step=boundary,
             sampler_keeps_history=funcname not in SAMPLERS_WITHOUT_HISTORY if keeps_history is None else keeps_history,
+            sampler_noises_inside_a_step=funcname in SAMPLERS_WITH_NOISE_INSIDE_A_STEP,
+            smooth=smooth,
             observer=CallLog(),
         )
         model = engine.wrap(denoiser)
@@ -242,7 +245,9 @@ def ddim_loop(model: Callable, x: torch.Tensor, timesteps: torch.Tensor, eta: fl
     return x
 
 
-def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | None = None, keeps_history: bool | None = None) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
+def ddim_img2img(
+    net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | None = None, keeps_history: bool | None = None, smooth: bool = False
+) -> tuple[torch.Tensor, DifferentialDiffusion | None]:
     """``CompVisSampler.sample_img2img`` with DDIM (A1111's function ``ddim``)."""
     start = img2img_start(run.strength, run.steps, run.fix_steps)
     timesteps = timesteps_for_steps(start.total_steps)
@@ -265,6 +270,7 @@ def ddim_img2img(net: TinyEpsNet, run: Run, *, pixel_strengths: torch.Tensor | N
             run_strength=run.strength,
             fix_steps=run.fix_steps,
             sampler_keeps_history="ddim" not in SAMPLERS_WITHOUT_HISTORY if keeps_history is None else keeps_history,
+            smooth=smooth,
             observer=CallLog(),
         )
         model = engine.wrap(model)
