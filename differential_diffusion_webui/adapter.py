@@ -33,7 +33,7 @@ from lib_differential_diffusion.args import (
     schema,
 )
 from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
-from lib_differential_diffusion.blend import BOUNDARY_CALL_SAMPLERS, SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
+from lib_differential_diffusion.blend import BOUNDARY_CALL_SAMPLERS, SAMPLERS_WITH_NOISE_INSIDE_A_STEP, SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
 from lib_differential_diffusion.maps import Geometry, MapSource, MapValues, align_map, decode_map_and_hash, source_pixels, to_latent
@@ -401,7 +401,7 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
     run_strength = state.slider
     if can_skip_steps(step_counting(p, sampling_kwargs)):
         # Start where the first pixel is released: the steps before would pin every pixel.
-        run_strength = skip_start_strength(pixel_strengths_latent, state.slider, int(p.steps))
+        run_strength = skip_start_strength(pixel_strengths_latent, state.slider, int(p.steps), smooth=state.args.smooth)
         p.denoising_strength = run_strength  # what sample_img2img reads; restored in post_sample
     sampler_function = sampler_function_name(p.sampler)
     state.engine = DifferentialDiffusion(
@@ -414,6 +414,8 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
         fix_steps=bool(shared.opts.img2img_fix_steps),
         boundary_call_ends_step=sampler_function in BOUNDARY_CALL_SAMPLERS,
         sampler_keeps_history=sampler_function not in SAMPLERS_WITHOUT_HISTORY,
+        sampler_noises_inside_a_step=sampler_function in SAMPLERS_WITH_NOISE_INSIDE_A_STEP,
+        smooth=state.args.smooth,
         observer=CallLog() if TEST_HOOKS else None,
     )
     state.kept.clear()  # a new engine (the refiner's pass, say) may release other pixels
@@ -738,6 +740,7 @@ def _record_run(p: Any, state: RunState) -> None:
     _last_run_report.update(
         sampler=p.sampler_name,
         release=state.engine.release.cpu().tolist(),
+        release_weight=state.engine.release_weight.cpu().tolist(),
         calls=list(state.engine.observer or ()),
         active=state.engine.active,
         map_source=state.args.source,

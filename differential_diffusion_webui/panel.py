@@ -99,6 +99,7 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
             source = gr.Radio(choices=list(SETTINGS_BY_NAME["source"].choices), **_setting_kwargs("source", defaults))
             invert = gr.Checkbox(**_setting_kwargs("invert", defaults))
             preserve = gr.Checkbox(**_setting_kwargs("preserve", defaults))
+            smooth = gr.Checkbox(**_setting_kwargs("smooth", defaults))
         with gr.Row():
             sliders = {name: _slider(name, defaults) for name in ("gamma", "blur", "low", "high")}
         with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_draw_group") as draw_group:
@@ -130,7 +131,7 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
         preview = gr.Image(label="Preview: map over the image, strengths, then released regions step by step", interactive=False, height=200, elem_id=f"{ELEM_PREFIX}_preview")
 
     components = {
-        "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "map_folder": map_folder,
+        "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "smooth": smooth, "map_folder": map_folder,
         "fan_count": fan_count, "fan_layout": fan_layout, "drawn_map": drawn_map, **sliders,
     }  # fmt: skip
     ordered = [components[name] for name in POSITIONAL_ORDER]
@@ -179,7 +180,9 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
             user_map = None if args.source == "fan" else decode_map(args.user_map())
             strengths = pixel_strengths(args, geometry, user_map=user_map).values
             base = None if init_image is None else init_image_in_output_frame(init_image, geometry)
-            return preview_image(strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), init_image=base), ""
+            return preview_image(
+                strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), smooth=args.smooth, init_image=base
+            ), ""
         except DifferentialDiffusionError as error:
             return None, _error_html(error)
 

@@ -94,6 +94,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # Source "draw": the panel's editor sends its drawing here (a PNG data URL); over the API it is a "map".
     Setting("drawn_map", "Drawn map", None, "", api=False),
+    # Last: positional callers (UI values, API "args" lists) written before it keep their places.
+    Setting(
+        "smooth", "Smooth strengths between steps", "DD smooth", True, panel_default=True,
+        info="A pixel whose strength falls between two sampling steps is released partly in the step between "
+        "them, so a gradient changes gradually even at 4-8 steps. Off: every strength snaps to the step grid "
+        "(the results of earlier versions, bit for bit).",
+    ),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 POSITIONAL_ORDER = tuple(setting.name for setting in SETTINGS)
@@ -173,6 +180,7 @@ class DifferentialDiffusionArgs:
     fan_count: int = 4
     fan_layout: str = FAN_LAYOUTS[0]
     drawn_map: str = ""
+    smooth: bool = True
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:
@@ -275,6 +283,8 @@ def values_from_infotext(params: Mapping[str, str]) -> dict[str, Any]:
             values[setting.name] = _check(setting, value)
         except (ValueError, DifferentialDiffusionError):
             continue  # a hand-edited or foreign value: keep the panel's own
+    if SETTINGS_BY_NAME["smooth"].infotext_key not in params:
+        values["smooth"] = False  # made before smooth release existed: every strength snapped to the step grid
     if values.get("source", SETTINGS_BY_NAME["source"].default) in USER_MAP_SOURCES:
         values["enabled"] = False
     return values
@@ -335,7 +345,7 @@ assert FIELD_NAMES == POSITIONAL_ORDER, "the settings table and the args model m
 
 # --- X/Y/Z plot axes ---------------------------------------------------------------
 
-XYZ_AXES = ("enabled", "invert", "gamma", "blur", "low", "high")
+XYZ_AXES = ("enabled", "invert", "gamma", "blur", "low", "high", "smooth")
 """Settings the X/Y/Z plot can sweep (a fan is a sweep of its own)."""
 
 

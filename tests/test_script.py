@@ -440,11 +440,16 @@ def test_all_pinned_first_steps_are_skipped_with_the_same_result(host, sampler_n
     q, full = generate(host, values, prompt_schedule=[(5, cond), (20, cond)], **kwargs)
     skip_call, full_call = p.sampler.sample_calls[0], q.sampler.sample_calls[0]
     assert full_call["denoising_strength"] == 0.8
-    assert skip_call["denoising_strength"] == pytest.approx(0.8 * 128 / 255)  # the brightest pixel's strength
+    # The brightest pixel's strength, 0.8 * 128 / 255 = 0.4016, lies between the levels 8/20 and 9/20:
+    # smooth release lets it go partly in level 9's step, so the run starts there.
+    assert skip_call["denoising_strength"] == pytest.approx(9 / 20)
     assert skip_call["model_calls"] < full_call["model_calls"]
     assert torch.equal(skipped.latents[0], full.latents[0])
     assert p.denoising_strength == q.denoising_strength == 0.8  # restored after sampling
     assert skipped.infotext_params["Denoising strength"] == 0.8
+    snapped = make_p(host, ui_values(map=columns(0, 0.5), preserve=False, smooth=False), **kwargs)
+    host.driver.process_images(snapped)
+    assert snapped.sampler.sample_calls[0]["denoising_strength"] == pytest.approx(0.8 * 128 / 255)  # snapped: the brightest pixel's own
     host.shared.opts.img2img_fix_steps = True  # counts steps from the slider: no skipping
     r, _ = generate(host, values, **kwargs)
     assert r.sampler.sample_calls[0]["denoising_strength"] == 0.8
@@ -754,9 +759,10 @@ def test_xyz_axes_are_registered_once(host, xyz):
     host.script_callbacks.before_ui_callback()
     host.script_callbacks.before_ui_callback()  # UI reload
     labels = [option.label for option in xyz.axis_options if option.label.startswith("[Differential Diffusion]")]
-    assert labels == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High")]
+    assert labels == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High", "Smooth")]
     assert all(isinstance(option, xyz.AxisOptionImg2Img) for option in xyz.axis_options[2:])
-    assert [option.type for option in xyz.axis_options[2:]] == [str, str, float, float, float, float]
+    assert [option.type for option in xyz.axis_options[2:]] == [str, str, float, float, float, float, str]
+    assert _axis(xyz, "Smooth").choices() == ["True", "False"]
     assert _axis(xyz, "Enabled").choices() == ["True", "False"]
     assert_no_hook_errors(host)
 
@@ -872,15 +878,19 @@ def _paste(host: Host, params: dict) -> dict:
 def test_infotext_round_trip_restores_the_settings(host):
     """A fan's infotext restores the run completely; an uploaded map's restores the settings,
     leaves the panel off (its pixels are not in the infotext) and says so."""
-    settings = dict(invert=True, preserve=False, gamma=2.5, blur=3.0, low=0.1, high=0.9)
+    settings = dict(invert=True, preserve=False, gamma=2.5, blur=3.0, low=0.1, high=0.9, smooth=False)
     change_map = ramp_map()
     p = make_p(host, ui_values(map=change_map, **settings))
     host.runner.before_process(p)
     params = _parse_infotext(_infotext(p.extra_generation_params))
     assert params["Differential Diffusion"] == "True" and len(params[MAP_HASH_INFOTEXT_KEY]) == 10
+    assert params["DD smooth"] == "False"
     restored = _paste(host, params)
     note = restored.pop("paste note")
     assert restored == {"enabled": False, "source": "map", **settings}
+    # Smooth on is restored on; an infotext from before the setting existed was made snapped.
+    assert _paste(host, {**params, "DD smooth": "True"})["smooth"] is True
+    assert _paste(host, {key: value for key, value in params.items() if key != "DD smooth"})["smooth"] is False
     assert "uploaded map" in note and params[MAP_HASH_INFOTEXT_KEY] in note and "upload the change map" in note
     assert set(host.script.paste_field_names) == {s.infotext_key for s in SETTINGS if s.infotext_key}
     # Fed back with the same map and switched on, the restored values reproduce the run's settings.
