@@ -52,13 +52,13 @@ from .schedule import NEVER, NoiseLevels, PixelRelease, img2img_start, never_rel
 # Samplers whose step ends with a model call at the next step's level (``boundary_call_ends_step``).
 # DPM2 a's midpoint is the geometric mean of the level and sigma_down, which at eta 1 is the next level.
 BOUNDARY_CALL_SAMPLERS = frozenset({"sample_heun", "sample_dpm_2_ancestral", "restart_sampler"})
-# Sampler functions (k-diffusion's, and A1111's DDIM) whose steps read no prediction of an earlier
+# Sampler functions (k-diffusion's, and A1111's DDIM and LCM) whose steps read no prediction of an earlier
 # step: a call's prediction only moves the state that the next call starts from, and the blend sets
 # a pinned pixel's state again at every call. Their pinned pixels' predictions need no replacing,
 # except in the run's last step, whose predictions make the output. tests/test_engine.py proves
 # each name (the same samples bit for bit) and that the other samplers do read them.
 SAMPLERS_WITHOUT_HISTORY = frozenset(
-    {"sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "ddim"}
+    {"sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "sample_lcm", "ddim"}
 )
 
 # Sampler functions that add fresh noise to the state inside a step, before its later calls. A later
@@ -166,12 +166,11 @@ class DifferentialDiffusion:
         self.run = img2img_start(run_strength, steps, fix_steps)
         self._schedule = dict(steps=steps, run_strength=run_strength, fix_steps=fix_steps, smooth=smooth)
         release = self._pixel_release(pixel_strengths)
-        self._release_steps_present = release.present
         device = init_latent.device
         self.release = release.step.to(device)
         self.release_weight = release.weight.to(device)
         eval_levels = levels.eval_levels(self.run)
-        run_steps = len(eval_levels)
+        run_steps = self._run_steps = len(eval_levels)
         self.tracker = StepTracker(eval_levels, boundary_call_ends_step)
         # Steps whose pinned predictions are replaced: all, or only the last (it makes the output).
         self._first_step_replacing = 0 if sampler_keeps_history else run_steps - 1
@@ -183,17 +182,35 @@ class DifferentialDiffusion:
         # its step on the original's path and then follows the sampler.
         # In numpy on the CPU copy: torch compares with broadcasting several times slower.
         weight = release.weight.numpy()
-        pin = 2 * np.minimum(release.step.numpy().astype(np.int64), run_steps) - (weight > 0)
+        partial = weight > 0
+        free_from = np.minimum(release.step.numpy().astype(np.int64), run_steps)
+        # Where a pinned prediction carries a pixel along the original's path, a partly released pixel
+        # mixes the model's prediction with the original's in the step before its release. Where it
+        # does not (pinned pixels only set again at every call), it runs free from that step and its
+        # state is mixed with the re-noised original's at its release (at the run's end: the original).
+        self._mixes_predictions = levels.carries_pinned_path
+        pin = 2 * free_from - partial if self._mixes_predictions else 2 * (free_from - partial)
         self._last_pinned_step = (int(pin.max()) - 1) // 2  # the last step with a pinned (or partly released) pixel
         thresholds = 2 * min(self._last_pinned_step + 1, run_steps) + 1
         axis = np.arange(thresholds).reshape(-1, *[1] * pin.ndim)
         self._pinned_from = torch.from_numpy(pin[None] >= axis).to(device)
-        self.never_released = torch.from_numpy(pin == 2 * run_steps).to(device)
-        # Per step with partly released pixels: the share of the model's prediction each pixel takes.
-        self._prediction_shares = {
-            step: torch.from_numpy(np.where(pin <= 2 * step, 1.0, np.where(pin == 2 * step + 1, weight, 0.0)).astype(np.float32)).to(device)
-            for step in np.unique((pin[weight > 0] - 1) // 2).tolist()
-        }
+        never = pin == 2 * run_steps
+        self.never_released = torch.from_numpy(never).to(device)
+        self._any_never_released = bool(never.any())
+        # Steps at whose start released pixels are set to the host's start latent (even pins: released there).
+        self._reset_steps = set((np.unique(pin[pin % 2 == 0]) // 2).tolist())
+        # Per step with partly released pixels: the share of the model's prediction (or state) each pixel takes.
+        steps_with_partial = np.unique(free_from[partial] - 1).tolist()
+        if self._mixes_predictions:
+            shares = {step: np.where(pin <= 2 * step, 1.0, np.where(pin == 2 * step + 1, weight, 0.0)) for step in steps_with_partial}
+            self._prediction_shares, self._state_shares = shares, {}
+        else:
+            shares = {step + 1: np.where(partial & (free_from == step + 1), weight, 1.0) for step in steps_with_partial}
+            self._prediction_shares, self._state_shares = {}, shares
+        for table in (self._prediction_shares, self._state_shares):
+            for step, share in table.items():
+                table[step] = torch.from_numpy(share.astype(np.float32)).to(device)
+        self._last_active_step = max(self._last_pinned_step, max(self._state_shares, default=-1))
 
     def _pixel_release(self, pixel_strengths: torch.Tensor) -> PixelRelease:
         # On the CPU: per-step decisions need no device sync.
@@ -210,7 +227,7 @@ class DifferentialDiffusion:
     @property
     def active(self) -> bool:
         """False when no pixel is ever pinned: the run is plain img2img."""
-        return self._last_pinned_step >= 0
+        return self._last_active_step >= 0
 
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
         """Pin the sampler's state ``x`` in place; returns what ``after_call`` needs to replace
@@ -222,13 +239,17 @@ class DifferentialDiffusion:
         if self.observer is not None:
             self.observer.on_call(step, level, at_step_start)
         # Step 0's released pixels already hold the host's own start latent.
-        resets_released = at_step_start and step > 0 and step in self._release_steps_present
+        resets_released = at_step_start and 0 < step < self._run_steps and step in self._reset_steps
         shares = self._prediction_shares.get(step)
-        if step > self._last_pinned_step and not resets_released:
+        state_shares = self._state_shares.get(step) if at_step_start else None
+        if step > self._last_pinned_step and not resets_released and state_shares is None:
             return None
-        to_set = self._pinned_from[2 * step + (0 if resets_released else 1 if at_step_start else 2)]
         renoised = _as_dtype(self.levels.renoise(self.init_latent, self.noise, level_rows, self.run), x.dtype)
-        torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
+        if step <= self._last_pinned_step or resets_released:
+            to_set = self._pinned_from[2 * step + (0 if resets_released else 1 if at_step_start else 2)]
+            torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
+        if state_shares is not None:
+            x.copy_(torch.lerp(renoised, x, _as_dtype(state_shares, x.dtype)))
         if step > self._last_pinned_step:
             return None
         if shares is not None:
@@ -272,7 +293,12 @@ class DifferentialDiffusion:
         return forward_with_blend
 
     def finalize(self, samples: torch.Tensor) -> torch.Tensor:
-        """Sampler output with never-released pixels set to the original exactly."""
-        if NEVER not in self._release_steps_present:
+        """Sampler output with never-released pixels set to the original exactly (and pixels released
+        partly at the run's end, where states are mixed, mixed with it)."""
+        at_end = self._state_shares.get(self._run_steps)
+        if not self._any_never_released and at_end is None:
             return samples
-        return torch.where(self.never_released, self.init_latent.to(samples.dtype), samples)
+        original = self.init_latent.to(samples.dtype)
+        if at_end is not None:
+            samples = torch.lerp(original, samples, _as_dtype(at_end, samples.dtype))
+        return torch.where(self.never_released, original, samples) if self._any_never_released else samples

@@ -99,6 +99,10 @@ def img2img_start(strength: float, steps: int, fix_steps: bool) -> Img2ImgStart:
 class NoiseLevels(Protocol):
     """One sampler family's view of the schedule (see the two classes below)."""
 
+    carries_pinned_path: bool
+    """Whether the sampler's update with ``pinned_prediction`` moves a state on the original's path
+    to the path's state at the next call (else pinned pixels are only set again at every call)."""
+
     def start_level(self, start: Img2ImgStart) -> float:
         """Noise level of the latent plain img2img starts from."""
 
@@ -129,6 +133,8 @@ class SigmaLevels:
     The denoiser predicts x0, so predicting the original keeps a pixel on
     the path (Euler moves a state along it exactly, for either rule).
     """
+
+    carries_pinned_path = True  # a step with x0 = the original moves x0 + sigma noise along sigma
 
     def __init__(self, sigmas_for_steps: Callable[[int], torch.Tensor], start_latent: StartLatent = additive_noise) -> None:
         self._sigmas_for_steps = sigmas_for_steps
@@ -177,6 +183,8 @@ class TimestepLevels:
     as its level. The model predicts eps: a pinned pixel gets the eps that
     makes the sampler's x0 estimate the original.
     """
+
+    carries_pinned_path = False  # the state's level is one table entry above the call's, not the update's target
 
     def __init__(
         self,
@@ -302,21 +310,16 @@ class PixelRelease:
     ``step``: the first step in which the pixel runs free (int32, ``NEVER``: none).
     ``weight``: a pixel between two levels (smooth release) takes this share of the model's
     prediction in the step before ``step`` (for ``NEVER``: the run's last step), the original's
-    prediction the rest; 0 for a pixel on a level. ``present``: the distinct steps.
+    prediction the rest; 0 for a pixel on a level.
     """
 
     step: torch.Tensor
     weight: torch.Tensor
-    present: set[int]
-
-    @property
-    def any_partial(self) -> bool:
-        return bool(self.weight.any())
 
 
 def _release_arrays(
     strengths: np.ndarray, run_levels: list[float], levels: NoiseLevels, steps: int, fix_steps: bool, smooth: bool
-) -> tuple[np.ndarray, np.ndarray | None, set[int]]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Release step (int32) and partial weight (float64, None when none) of flat float64 strengths."""
     indices = _img2img_start_indices(strengths, steps, fix_steps)
     if smooth and not fix_steps:
@@ -338,8 +341,7 @@ def _release_arrays(
                 release_by_key[index] = count
     table = np.array(release_by_key, dtype=np.int32)
     if fraction is None or not fraction.any():
-        used = present if fraction is None else np.flatnonzero(np.bincount(lower)).tolist()
-        return table.take(lower), None, {release_by_key[index] for index in used}
+        return table.take(lower), None
     # A position between the two levels' release steps (the run's length: never): the pixel runs
     # free from the step above it and takes the fraction's share in the step before.
     never_at = len(run_levels)
@@ -348,8 +350,7 @@ def _release_arrays(
     position = at_lower - (at_lower - at_upper) * fraction
     free_from = np.ceil(position)
     weight = free_from - position
-    release = np.where(free_from >= never_at, NEVER, free_from).astype(np.int32)
-    return release, weight, set(np.unique(release).tolist())
+    return np.where(free_from >= never_at, NEVER, free_from).astype(np.int32), weight
 
 
 def pixel_release(
@@ -374,10 +375,10 @@ def pixel_release(
     # numpy and plain floats: a few passes over the pixels, a handful of comparisons per start.
     run_levels = levels.step_levels(img2img_start(run_strength, steps, fix_steps)).tolist()
     strengths = pixel_strengths.detach().to("cpu", torch.float64).numpy().reshape(-1)
-    release, weight, present = _release_arrays(strengths, run_levels, levels, steps, fix_steps, smooth)
+    release, weight = _release_arrays(strengths, run_levels, levels, steps, fix_steps, smooth)
     shape = pixel_strengths.shape
     weights = torch.zeros(shape, dtype=torch.float32) if weight is None else torch.from_numpy(weight.astype(np.float32)).reshape(shape)
-    return PixelRelease(torch.from_numpy(release).reshape(shape), weights, present)
+    return PixelRelease(torch.from_numpy(release).reshape(shape), weights)
 
 
 def release_steps(
@@ -421,7 +422,7 @@ def never_released(
     if smooth:
 
         def released(value: np.float32) -> bool:
-            release, weight, _ = _release_arrays(np.array([np.float64(value) * slider]), run_levels, levels, steps, False, True)
+            release, weight = _release_arrays(np.array([np.float64(value) * slider]), run_levels, levels, steps, False, True)
             return release[0] != NEVER or (weight is not None and weight[0] > 0)
 
     else:

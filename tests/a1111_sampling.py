@@ -4,7 +4,8 @@ The WebUI cannot be imported in CI, so this module repeats the few lines of
 ``KDiffusionSampler.sample_img2img``, ``CompVisSampler.sample_img2img`` and
 ``sd_samplers_timesteps_impl.ddim`` that decide where img2img starts, on a
 small deterministic denoiser. The sampler functions themselves are the PyPI
-``k-diffusion`` package's, the same code A1111 pins.
+``k-diffusion`` package's, the same code A1111 pins; LCM's loop is A1111's own
+(``sd_samplers_lcm.sample_lcm``), repeated here like DDIM's.
 """
 
 from __future__ import annotations
@@ -70,6 +71,23 @@ def make_flow_denoiser(seed: int = 1234) -> FlowDenoiser:
     return FlowDenoiser(seed)
 
 
+@torch.no_grad()
+def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """``sd_samplers_lcm.sample_lcm`` (A1111 v1.10.1), minus tqdm and the callback."""
+    extra_args = {} if extra_args is None else extra_args
+    noise_sampler = sampling.default_noise_sampler(x) if noise_sampler is None else noise_sampler
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x += sigmas[i + 1] * noise_sampler(sigmas[i], sigmas[i + 1])
+    return x
+
+
+SAMPLER_FUNCTIONS: dict[str, Callable] = {"sample_lcm": sample_lcm}  # besides k-diffusion's own
+
+
 # name: (k-diffusion function, scheduler, discard penultimate sigma, brownian noise, evaluates at the next step's level)
 K_SAMPLERS: dict[str, tuple[str, str, bool, bool, bool]] = {
     "Euler": ("sample_euler", "automatic", False, False, False),
@@ -84,6 +102,7 @@ K_SAMPLERS: dict[str, tuple[str, str, bool, bool, bool]] = {
     "DPM++ 2M SDE": ("sample_dpmpp_2m_sde", "exponential", False, True, False),
     "DPM++ 3M SDE": ("sample_dpmpp_3m_sde", "exponential", True, True, False),
     "DPM fast": ("sample_dpm_fast", "automatic", False, False, False),
+    "LCM": ("sample_lcm", "automatic", False, False, False),
 }
 
 
@@ -178,7 +197,7 @@ def kdiffusion_img2img(
     if run.extra_noise > 0:
         xi += run.noise * run.extra_noise
 
-    function = getattr(sampling, funcname)
+    function = SAMPLER_FUNCTIONS.get(funcname) or getattr(sampling, funcname)
     kwargs = sampler_schedule_kwargs(function, sigma_sched)
     if brownian:
         seeds = [run.seed + i for i in range(run.init.shape[0])]

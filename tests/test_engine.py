@@ -17,6 +17,9 @@ from lib_differential_diffusion.maps import MapValues, decode_map
 from lib_differential_diffusion.schedule import NEVER, SigmaLevels, TimestepLevels, img2img_start, never_released, release_steps, skip_start_strength
 
 ALL_SAMPLERS = [*K_SAMPLERS, "DDIM"]
+# LCM on this (non-LCM) test denoiser: plain img2img itself changes less at strength 1 than at
+# 0.75, so the band and closeness checks of plain-like behaviour below do not apply to it.
+PLAIN_MONOTONE_SAMPLERS = [name for name in ALL_SAMPLERS if name != "LCM"]
 # Samplers whose state after the release step depends only on that state
 # (no sequential noise draws, no multistep history, Brownian-tree noise).
 EXACT_SAMPLERS = ["Euler", "Heun", "DPM2", "DPM++ SDE", "DDIM"]
@@ -35,7 +38,7 @@ def eps_net():
 
 def img2img(name, denoiser, eps_net, run, pixel_strengths=None, **kwargs):
     if name == "DDIM":
-        return ddim_img2img(eps_net, run, pixel_strengths=pixel_strengths, keeps_history=kwargs.get("keeps_history"))
+        return ddim_img2img(eps_net, run, pixel_strengths=pixel_strengths, keeps_history=kwargs.get("keeps_history"), smooth=kwargs.get("smooth", False))
     return kdiffusion_img2img(name, denoiser, run, pixel_strengths=pixel_strengths, **kwargs)
 
 
@@ -101,7 +104,7 @@ def test_uniform_map_equals_plain_img2img_at_the_product_strength(name, value, s
     assert (full - plain).abs().max() > 0.1  # the two strengths really differ
 
 
-@pytest.mark.parametrize("name", [n for n in ALL_SAMPLERS if n not in EXACT_SAMPLERS])
+@pytest.mark.parametrize("name", [n for n in PLAIN_MONOTONE_SAMPLERS if n not in EXACT_SAMPLERS])
 def test_uniform_map_is_close_to_plain_img2img_for_the_other_samplers(name, denoiser, eps_net):
     """Ancestral samplers draw their noise in sequence and multistep ones keep history,
     so a uniform map only approximates plain img2img: it must land far closer to the
@@ -120,7 +123,7 @@ def test_uniform_map_is_close_to_plain_img2img_for_the_other_samplers(name, deno
     assert sum(gaps_to_target) < 0.6 * sum(gaps_to_full)
 
 
-@pytest.mark.parametrize("name", ALL_SAMPLERS)
+@pytest.mark.parametrize("name", PLAIN_MONOTONE_SAMPLERS)
 def test_change_grows_with_the_map_value_band_by_band(name, denoiser, eps_net):
     init, noise = latents(batch=1, seed=11)
     bands = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
