@@ -32,9 +32,38 @@ Ours is the same rule, made exact per pixel against the host's img2img:
 * ``finalize`` sets pixels never released (value 0, or a strength that gives
   no sampling step) to the original latent exactly.
 
+Smooth release (the ``smooth`` setting). The paper's rule, and ours above, give a
+map at most as many amounts of change as the run has steps: every strength between
+two levels of the host's grid (``k / steps``) snaps to the lower one, so a gradient
+comes out as bands at 4-8 steps. With smooth release a pixel at ``k + f`` (in
+steps, ``0 < f < 1``) runs free from level k's release step and, in the step
+before it (level k + 1's release step), takes the share ``f`` of the model's
+prediction and ``1 - f`` of the pinned one (``schedule.pixel_release`` gives step
+and share; key 0, the host's single step for any strength below ``1 / steps``,
+sits at half a step, so change grows from exactly 0 at strength 0):
+
+* The mix is of *predictions*, not of states, wherever a pinned prediction carries
+  a pixel along the original's path (k-diffusion samplers): the sampler then makes
+  the state from the mixed prediction and adds its own noise, so the state's
+  noise has exactly the sampler's statistics at every share; a mix of two states
+  with independent noise would shrink it (what A1111's soft inpainting corrects
+  after the fact). Later calls of the step (Heun's, DPM2's) find the pixel off the
+  path: its pinned share there is the path's own prediction for that state
+  (``path_prediction``: the offset kept, not pulled back through a small level),
+  except for samplers that add fresh noise inside a step, whose offset is noise.
+* Timestep samplers (DDIM, PLMS, UniPC) do not carry a pinned pixel along the path
+  (A1111 calls the model one table entry below the state's level): there the pixel
+  runs free from the step before and its state is mixed with the re-noised original
+  at its release step; they draw no noise per step (eta 0), so no statistics shift.
+* Shares 0 and 1 are the two levels exactly (lerp's endpoints), and a pixel whose
+  strength is on a level (within 1e-6 of a step, as the host floors it) takes no
+  share at all: maps on the grid are today's runs bit for bit, with or without
+  smoothing. The run's own level is the top: strengths above it are that img2img.
+
 With that, a uniform map v equals plain img2img at ``v * s`` bit for bit for
-samplers without history or sequential noise, an all-ones map leaves the
-engine inactive (plain img2img), and an all-zeros map returns the original.
+samplers without history or sequential noise wherever ``v * s`` is on the grid
+(everywhere when smoothing is off), an all-ones map leaves the engine inactive
+(plain img2img), and an all-zeros map returns the original.
 """
 
 from __future__ import annotations
@@ -128,7 +157,7 @@ class PartialStep(NamedTuple):
     """What ``after_call`` needs in a step with partly released pixels."""
 
     shares: torch.Tensor  # each pixel's share of the model's prediction (0: pinned, 1: free)
-    on_path: torch.Tensor  # the original re-noised to the call's level
+    on_path: torch.Tensor | None  # the original re-noised to the call's level; None at the step's start (the pixels are on it)
 
 
 class DifferentialDiffusion:
@@ -253,7 +282,7 @@ class DifferentialDiffusion:
         if step > self._last_pinned_step:
             return None
         if shares is not None:
-            return PartialStep(shares, renoised)
+            return PartialStep(shares, None if at_step_start else renoised)
         return self._pinned_from[2 * step + 2] if step >= self._first_step_replacing else None
 
     def after_call(self, prediction: torch.Tensor, x: torch.Tensor, level_rows: torch.Tensor, pinned: torch.Tensor | PartialStep | None) -> torch.Tensor:
@@ -266,7 +295,7 @@ class DifferentialDiffusion:
             # path's prediction for the state as it is mixes velocities, not a pull back to the
             # original (which steps like Heun's would divide by a small level). At the step's start
             # the pixel is on the path, and this is pinned_prediction exactly.
-            if self._partial_share_from_path:
+            if self._partial_share_from_path and pinned.on_path is not None:
                 original = self.levels.path_prediction(x, pinned.on_path, self.init_latent, level_rows)
             else:
                 original = self.levels.pinned_prediction(x, self.init_latent, level_rows)

@@ -218,20 +218,28 @@ def test_all_zeros_map_returns_the_input(sd1_server, require_sampler, sampler):
 
 # --------------------------------------------------------------------------- uniform 0.5 map
 
+# 153/255 = 0.6 is a level of the 10-step grid: with smooth release (the default) such a map is
+# plain img2img; 128/255 lies between two levels, and snapped (smooth off) it is plain img2img too.
+UNIFORM_CASES = {"on-a-level": (153, True), "snapped-128": (128, False)}
+
+
+@pytest.mark.parametrize("case", list(UNIFORM_CASES))
 @pytest.mark.parametrize("sampler", RUN_SAMPLERS)
-def test_uniform_half_map_is_img2img_at_half_strength(sd1_server, require_sampler, sampler):
-    """A uniform map of 128 (v = 128/255) at strength 1.0 is plain img2img at strength 128/255.
+def test_uniform_half_map_is_img2img_at_half_strength(sd1_server, require_sampler, sampler, case):
+    """A uniform map of value8 (v = value8/255) at strength 1.0 is plain img2img at strength v:
+    on a level of the step grid with smooth release, and for any value snapped.
 
     Asserted bit for bit for every sampler for which the extension starts at the map's largest
     strength (all but UniPC; the README promises identity for them); for UniPC the diff is
     measured and the result must be nearer plain img2img at 128/255 than at 1.0."""
     require_sampler(sampler)
     init = make_init_image(64, 64)
-    v = 128 / 255
+    value8, smooth = UNIFORM_CASES[case]
+    v = value8 / 255
     plain = assert_ok(bounded_img2img(sd1_server, 150, init_image=init, sampler_name=sampler, prime=True,
                                       denoising_strength=v))
     r = assert_ok(bounded_img2img(sd1_server, 150, init_image=init, sampler_name=sampler, prime=True,
-                                  denoising_strength=1.0, alwayson_scripts=dd(make_map_image(kind="constant", high=128))))
+                                  denoising_strength=1.0, alwayson_scripts=dd(make_map_image(kind="constant", high=value8), smooth=smooth)))
     assert_dd_in_infotext(r)
     report = last_run(sd1_server)
     assert report["sampler"] == sampler
@@ -241,16 +249,17 @@ def test_uniform_half_map_is_img2img_at_half_strength(sd1_server, require_sample
         # no skipping: the run is at 1.0 and the pixels wait for step t_enc(1.0) - t_enc(v)
         timestep = sampler in TIMESTEP_SAMPLERS
         releases = set(np.unique(report["release"]).tolist())
-        assert releases == {expected_release(map_value(128), 1.0, t_enc(1.0), timestep)}, releases
+        assert releases == {expected_release(map_value(value8), 1.0, t_enc(1.0), timestep)}, releases
+        assert not np.any(report["release_weight"]), "on a level or snapped: no partial release"
         full = assert_ok(bounded_img2img(sd1_server, 150, init_image=init, sampler_name=sampler, prime=True,
                                          denoising_strength=1.0))
         (c,) = decode_images(full)
-        measure(f"uniform 0.5 map at 1.0 vs plain at 128/255, {sampler}: max diff {diff_max}, mean {diff_mean:.2f} "
+        measure(f"uniform {value8} map ({case}) at 1.0 vs plain at {value8}/255, {sampler}: max diff {diff_max}, mean {diff_mean:.2f} "
                 f"(vs plain at 1.0: mean {mean_change(b, c):.2f}; plain 128/255 vs plain 1.0: mean {mean_change(a, c):.2f})")
-        assert diff_mean < mean_change(b, c), f"{sampler}: nearer plain img2img at 1.0 than at 128/255"
+        assert diff_mean < mean_change(b, c), f"{sampler}: nearer plain img2img at 1.0 than at {value8}/255"
     else:
         assert set(np.unique(report["release"]).tolist()) == {0}, "started at the map's strength: all released at once"
-        measure(f"uniform 0.5 map at 1.0 vs plain at 128/255, {sampler}: max diff {diff_max}, mean {diff_mean:.2f}")
+        measure(f"uniform {value8} map ({case}) at 1.0 vs plain at {value8}/255, {sampler}: max diff {diff_max}, mean {diff_mean:.2f}")
         assert images_equal(a, b), f"{sampler}: max diff {diff_max}, mean {diff_mean:.3f}"
 
 
@@ -274,14 +283,15 @@ BAND_CASES = [
 @pytest.mark.parametrize("sampler,extra,levels", BAND_CASES,
                          ids=[f"{s}{'-karras' if e else ''}-{'low' if l == LOW_BAND_LEVELS else 'full'}" for s, e, l in BAND_CASES])
 def test_band_map_releases_on_schedule(sd1_server, sampler, extra, levels):
-    """Five vertical bands (160x64 image, 32 px = 4 latent px each) at strength 1.0: every band's
+    """Snapped to the step grid (smooth off; test_smooth_release.py has the smooth rule), five
+    vertical bands (160x64 image, 32 px = 4 latent px each) at strength 1.0: every band's
     release step (engine report) is the schedule's, the model calls' step indices are consistent
     with it, and in pixels band 0 is unchanged exactly and the change grows band by band (the
     last on graded checkpoints only: host.CAPABILITIES)."""
     strength = 1.0
     init = make_init_image(160, 64)
     r = assert_ok(post_img2img(sd1_server, init_image=init, sampler_name=sampler, denoising_strength=strength,
-                               alwayson_scripts=dd(band_map(levels)), timeout=150, **extra))
+                               alwayson_scripts=dd(band_map(levels), smooth=False), timeout=150, **extra))
     assert_dd_in_infotext(r)
     (out,) = decode_images(r)
     report = last_run(sd1_server)
