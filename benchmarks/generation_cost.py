@@ -12,10 +12,11 @@ has a black quarter (preserve works) and reaches white (no step skipping), the
 heavier case. Medians, and the least run beyond decoding (the work without a busy
 machine's interruptions: on a shared 2-core VM medians move by ±20 % between rounds).
 
-    python benchmarks/generation_cost.py [--root <another checkout>] [--repeats 5]
+    python benchmarks/generation_cost.py [--root <another checkout>] [--repeats 5] [--snapped]
 
 ``--root`` measures another checkout of the project (e.g. an older commit) with
-the same procedure; the goal is 10 ms per generation at 1024².
+the same procedure; the goal is 10 ms per generation at 1024². ``--snapped`` turns
+smooth release off (the map is a ramp: with it on, every step releases pixels partly).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 steadies numbers on a busy machine")
+    parser.add_argument("--snapped", action="store_true", help="smooth release off")
     args = parser.parse_args()
     import torch
 
@@ -100,6 +102,8 @@ def main() -> None:
         init = Image.fromarray((np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8))
         ui = list(order)
         ui[enabled_index], ui[map_index] = True, change_map
+        if args.snapped:
+            ui[next(i for i, component in enumerate(controls) if (component.elem_id or "").endswith("_smooth"))] = False
         totals, per_part = [], defaultdict(list)
         for _ in range(args.repeats + 1):  # the first run warms up
             timings.clear()

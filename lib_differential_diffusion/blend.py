@@ -152,6 +152,11 @@ class StepTracker:
         self._calls_in_step += 1
         return self.step, self._is_level_of(self.step, level)
 
+    @property
+    def first_call_of_step(self) -> bool:
+        """Whether the last observed call was its step's first (at the step's level or, for UniPC, between levels)."""
+        return self._calls_in_step == 1
+
 
 class PartialStep(NamedTuple):
     """What ``after_call`` needs in a step with partly released pixels."""
@@ -270,7 +275,8 @@ class DifferentialDiffusion:
         # Step 0's released pixels already hold the host's own start latent.
         resets_released = at_step_start and 0 < step < self._run_steps and step in self._reset_steps
         shares = self._prediction_shares.get(step)
-        state_shares = self._state_shares.get(step) if at_step_start else None
+        # States are mixed at the release step's first call, wherever it is made (UniPC's between levels).
+        state_shares = self._state_shares.get(step) if self.tracker.first_call_of_step else None
         if step > self._last_pinned_step and not resets_released and state_shares is None:
             return None
         renoised = _as_dtype(self.levels.renoise(self.init_latent, self.noise, level_rows, self.run), x.dtype)
