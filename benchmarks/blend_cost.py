@@ -2,8 +2,8 @@
 
 Prints numbers; it is not a test. Usage: python3 benchmarks/blend_cost.py [--device cuda]
 Each case runs snapped and with smooth release (a random map: the measured call's step has
-partly released pixels, the costliest call), for samplers with and without history, and
-prints the ratio smooth / snapped.
+partly released pixels, the costliest call), for samplers with history (DPM++ 2M), without
+(Euler a) and deterministic without (Euler: states mixed), and prints smooth / snapped.
 """
 
 from __future__ import annotations
@@ -58,21 +58,23 @@ def main() -> None:
     sigmas = levels.sigmas(20).tolist()
     print(f"device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}")
     for batch, size in ((1, 128), (4, 128)):
-        for keeps_history in (True, False):
+        # DPM++ 2M's path (history), Euler a's (no history, noise per step), Euler's (deterministic, no history)
+        for keeps_history, mixes_states in ((True, False), (False, False), (False, True)):
             snapped_ms = None
             for smooth in (False, True):
-                ms, line = measure(device, levels, sigmas, batch, size, keeps_history, smooth)
+                ms, line = measure(device, levels, sigmas, batch, size, keeps_history, mixes_states, smooth)
                 ratio = "" if snapped_ms is None else f", smooth / snapped x{ms / snapped_ms:.2f}"
                 snapped_ms = ms if snapped_ms is None else snapped_ms
                 print(f"{line}{ratio}")
 
 
-def measure(device: str, levels: SigmaLevels, sigmas: list, batch: int, size: int, keeps_history: bool, smooth: bool) -> tuple[float, str]:
+def measure(device: str, levels: SigmaLevels, sigmas: list, batch: int, size: int, keeps_history: bool, mixes_states: bool, smooth: bool) -> tuple[float, str]:
     init = torch.randn(batch, 4, size, size, device=device)
     noise = torch.randn_like(init)
     strengths = torch.rand(batch, 1, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # every step has pinned pixels
     engine = DifferentialDiffusion(
-        pixel_strengths=strengths, init_latent=init, noise=noise, levels=levels, steps=20, run_strength=1.0, sampler_keeps_history=keeps_history, smooth=smooth
+        pixel_strengths=strengths, init_latent=init, noise=noise, levels=levels, steps=20, run_strength=1.0, sampler_keeps_history=keeps_history,
+        sampler_mixes_states=mixes_states, smooth=smooth,
     )
     x = init + noise * sigmas[5]
     level = torch.full((batch,), sigmas[5], device=device)
@@ -88,8 +90,8 @@ def measure(device: str, levels: SigmaLevels, sigmas: list, batch: int, size: in
     blend_ms = median_ms(blend, device)
     model_ms = median_ms(lambda: net(x, t), device)
     latent_bytes = init.numel() * init.element_size()
-    kind = "history" if keeps_history else "no history"
-    line = f"latent {batch}x4x{size}x{size} {kind:10s} {'smooth ' if smooth else 'snapped'}: blend {blend_ms:.3f} ms per call, test denoiser {model_ms:.3f} ms, ratio {blend_ms / model_ms:.3f}"
+    kind = "history" if keeps_history else "no history, " + ("deterministic" if mixes_states else "noise")
+    line = f"latent {batch}x4x{size}x{size} {kind:28s} {'smooth ' if smooth else 'snapped'}: blend {blend_ms:.3f} ms per call, test denoiser {model_ms:.3f} ms, ratio {blend_ms / model_ms:.3f}"
     if device == "cpu":
         line += f", allocated per call {allocated_bytes_cpu(blend) / latent_bytes:.2f} latents"
     else:

@@ -33,7 +33,13 @@ from lib_differential_diffusion.args import (
     schema,
 )
 from lib_differential_diffusion.batch import is_batch_input, map_for_batch_image
-from lib_differential_diffusion.blend import BOUNDARY_CALL_SAMPLERS, SAMPLERS_WITH_NOISE_INSIDE_A_STEP, SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
+from lib_differential_diffusion.blend import (
+    BOUNDARY_CALL_SAMPLERS,
+    SAMPLERS_MIXING_STATES,
+    SAMPLERS_WITH_NOISE_INSIDE_A_STEP,
+    SAMPLERS_WITHOUT_HISTORY,
+    DifferentialDiffusion,
+)
 from lib_differential_diffusion.errors import EXTENSION_NAME, DifferentialDiffusionError
 from lib_differential_diffusion.fan import fan_denoising_strengths, fan_label_font_size, label_fan
 from lib_differential_diffusion.maps import Geometry, MapSource, MapValues, align_map, decode_map_and_hash, source_pixels, to_latent
@@ -415,6 +421,7 @@ def before_sampling(p: Any, sampling_kwargs: dict) -> None:
         boundary_call_ends_step=sampler_function in BOUNDARY_CALL_SAMPLERS,
         sampler_keeps_history=sampler_function not in SAMPLERS_WITHOUT_HISTORY,
         sampler_noises_inside_a_step=sampler_function in SAMPLERS_WITH_NOISE_INSIDE_A_STEP,
+        sampler_mixes_states=sampler_function in SAMPLERS_MIXING_STATES,
         smooth=state.args.smooth,
         observer=CallLog() if TEST_HOOKS else None,
     )

@@ -90,6 +90,11 @@ SAMPLERS_WITHOUT_HISTORY = frozenset(
     {"sample_euler", "sample_euler_ancestral", "sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral", "sample_dpmpp_sde", "sample_lcm", "ddim"}
 )
 
+# Deterministic sampler functions without history (at their default settings: no sigma churn, DDIM
+# eta 0): a partly released pixel can run free from the step before its release and have its state
+# mixed with the re-noised original's at the release, which is then exactly the mix of the pinned and
+# the free trajectory, set in the pass that pins the other pixels.
+SAMPLERS_MIXING_STATES = frozenset({"sample_euler", "sample_heun", "sample_dpm_2", "ddim"})
 # Sampler functions that add fresh noise to the state inside a step, before its later calls. A later
 # call finds a partly released pixel off the original's path by that noise too, which is not the
 # image's: its pinned share is the original itself, not the path's prediction for the state.
@@ -173,7 +178,8 @@ class DifferentialDiffusion:
     the host's img2img starts from. ``levels`` is the sampler family's view of
     the schedule and noise rule; ``run_strength`` the strength the run starts at.
     ``sampler_keeps_history``: False for a sampler in ``SAMPLERS_WITHOUT_HISTORY``;
-    ``sampler_noises_inside_a_step``: True for one in ``SAMPLERS_WITH_NOISE_INSIDE_A_STEP``.
+    ``sampler_noises_inside_a_step``: True for one in ``SAMPLERS_WITH_NOISE_INSIDE_A_STEP``;
+    ``sampler_mixes_states``: True for one in ``SAMPLERS_MIXING_STATES``.
     ``smooth``: pixels between two levels are released partly in the step between them.
     """
 
@@ -190,6 +196,7 @@ class DifferentialDiffusion:
         boundary_call_ends_step: bool = False,
         sampler_keeps_history: bool = True,
         sampler_noises_inside_a_step: bool = False,
+        sampler_mixes_states: bool = False,
         smooth: bool = False,
         observer: CallObserver | None = None,
     ) -> None:
@@ -218,11 +225,12 @@ class DifferentialDiffusion:
         weight = release.weight.numpy()
         partial = weight > 0
         free_from = np.minimum(release.step.numpy().astype(np.int64), run_steps)
-        # Where a pinned prediction carries a pixel along the original's path, a partly released pixel
-        # mixes the model's prediction with the original's in the step before its release. Where it
-        # does not (pinned pixels only set again at every call), it runs free from that step and its
-        # state is mixed with the re-noised original's at its release (at the run's end: the original).
-        self._mixes_predictions = levels.carries_pinned_path
+        # Where a pinned prediction carries a pixel along the original's path and the sampler keeps a
+        # history or draws noise, a partly released pixel mixes the model's prediction with the
+        # original's in the step before its release. Otherwise (pinned pixels only set again at every
+        # call, or a deterministic sampler without history) it runs free from that step and its state is
+        # mixed with the re-noised original's at its release (at the run's end: the original).
+        self._mixes_predictions = levels.carries_pinned_path and not sampler_mixes_states
         pin = 2 * free_from - partial if self._mixes_predictions else 2 * (free_from - partial)
         self._last_pinned_step = (int(pin.max()) - 1) // 2  # the last step with a pinned (or partly released) pixel
         thresholds = 2 * min(self._last_pinned_step + 1, run_steps) + 1
@@ -233,18 +241,27 @@ class DifferentialDiffusion:
         self._any_never_released = bool(never.any())
         # Steps at whose start released pixels are set to the host's start latent (even pins: released there).
         self._reset_steps = set((np.unique(pin[pin % 2 == 0]) // 2).tolist())
-        # Per step with partly released pixels: the share of the model's prediction (or state) each pixel takes.
-        steps_with_partial = np.unique(free_from[partial] - 1).tolist()
-        if self._mixes_predictions:
-            shares = {step: np.where(pin <= 2 * step, 1.0, np.where(pin == 2 * step + 1, weight, 0.0)) for step in steps_with_partial}
-            self._prediction_shares, self._state_shares = shares, {}
-        else:
-            shares = {step + 1: np.where(partial & (free_from == step + 1), weight, 1.0) for step in steps_with_partial}
-            self._prediction_shares, self._state_shares = {}, shares
-        for table in (self._prediction_shares, self._state_shares):
-            for step, share in table.items():
-                table[step] = torch.from_numpy(share.astype(np.float32)).to(device)
-        self._last_active_step = max(self._last_pinned_step, max(self._state_shares, default=-1))
+
+        def as_tensor(share: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(share.astype(np.float32)).to(device)
+
+        # Per step with partly released pixels: each pixel's share of the model's prediction, or (mixing
+        # states) of its state at its release step's first call: 0 where that call pins the pixel (with
+        # the pixels released there, or without), the mix, else 1 (one pass sets them all).
+        self._prediction_shares: dict[int, torch.Tensor] = {}
+        self._state_shares: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._shares_at_end: torch.Tensor | None = None
+        for step in np.unique(free_from[partial]).tolist():  # the steps the partly released pixels run free from
+            if self._mixes_predictions:
+                self._prediction_shares[step - 1] = as_tensor(np.where(pin <= 2 * step - 2, 1.0, np.where(pin == 2 * step - 1, weight, 0.0)))
+                continue
+            mixed = np.where(partial & (free_from == step), weight, 1.0)
+            if step == run_steps:
+                self._shares_at_end = as_tensor(mixed)
+                continue
+            with_resets = as_tensor(np.where(pin >= 2 * step, 0.0, mixed)) if step in self._reset_steps else None
+            self._state_shares[step] = (as_tensor(np.where(pin >= 2 * step + 1, 0.0, mixed)), with_resets)
+        self._last_active_step = max(self._last_pinned_step, max(self._state_shares, default=-1), run_steps - 1 if self._shares_at_end is not None else -1)
 
     def _pixel_release(self, pixel_strengths: torch.Tensor) -> PixelRelease:
         # On the CPU: per-step decisions need no device sync.
@@ -280,11 +297,12 @@ class DifferentialDiffusion:
         if step > self._last_pinned_step and not resets_released and state_shares is None:
             return None
         renoised = _as_dtype(self.levels.renoise(self.init_latent, self.noise, level_rows, self.run), x.dtype)
-        if step <= self._last_pinned_step or resets_released:
+        if state_shares is not None:
+            mix = state_shares[1] if resets_released else state_shares[0]
+            torch.lerp(renoised, x, _as_dtype(mix, x.dtype), out=x)  # in place; shares 0 and 1 are where's two sides exactly
+        else:
             to_set = self._pinned_from[2 * step + (0 if resets_released else 1 if at_step_start else 2)]
             torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
-        if state_shares is not None:
-            x.copy_(torch.lerp(renoised, x, _as_dtype(state_shares, x.dtype)))
         if step > self._last_pinned_step:
             return None
         if shares is not None:
@@ -330,7 +348,7 @@ class DifferentialDiffusion:
     def finalize(self, samples: torch.Tensor) -> torch.Tensor:
         """Sampler output with never-released pixels set to the original exactly (and pixels released
         partly at the run's end, where states are mixed, mixed with it)."""
-        at_end = self._state_shares.get(self._run_steps)
+        at_end = self._shares_at_end
         if not self._any_never_released and at_end is None:
             return samples
         original = self.init_latent.to(samples.dtype)

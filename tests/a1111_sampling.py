@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from k_diffusion import external, sampling
 
-from lib_differential_diffusion.blend import SAMPLERS_WITH_NOISE_INSIDE_A_STEP, SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
+from lib_differential_diffusion.blend import SAMPLERS_MIXING_STATES, SAMPLERS_WITH_NOISE_INSIDE_A_STEP, SAMPLERS_WITHOUT_HISTORY, DifferentialDiffusion
 from lib_differential_diffusion.schedule import SigmaLevels, TimestepLevels, alpha_start_rule, img2img_start, sigma_start_rule
 from tiny_denoiser import ALPHAS_CUMPROD, TinyEpsNet
 
@@ -218,6 +218,7 @@ def kdiffusion_img2img(
             boundary_call_ends_step=boundary,
             sampler_keeps_history=funcname not in SAMPLERS_WITHOUT_HISTORY if keeps_history is None else keeps_history,
             sampler_noises_inside_a_step=funcname in SAMPLERS_WITH_NOISE_INSIDE_A_STEP,
+            sampler_mixes_states=funcname in SAMPLERS_MIXING_STATES,
             smooth=smooth,
             observer=CallLog(),
         )
@@ -289,6 +290,7 @@ def ddim_img2img(
             run_strength=run.strength,
             fix_steps=run.fix_steps,
             sampler_keeps_history="ddim" not in SAMPLERS_WITHOUT_HISTORY if keeps_history is None else keeps_history,
+            sampler_mixes_states="ddim" in SAMPLERS_MIXING_STATES,
             smooth=smooth,
             observer=CallLog(),
         )
