@@ -224,26 +224,28 @@ class DifferentialDiffusion:
         # In numpy on the CPU copy: torch compares with broadcasting several times slower.
         weight = release.weight.numpy()
         partial = weight > 0
-        free_from = np.minimum(release.step.numpy().astype(np.int64), run_steps)
+        free_from = np.minimum(release.step.numpy(), run_steps)  # int32
         # Where a pinned prediction carries a pixel along the original's path and the sampler keeps a
         # history or draws noise, a partly released pixel mixes the model's prediction with the
         # original's in the step before its release. Otherwise (pinned pixels only set again at every
         # call, or a deterministic sampler without history) it runs free from that step and its state is
         # mixed with the re-noised original's at its release (at the run's end: the original).
         self._mixes_predictions = levels.carries_pinned_path and not sampler_mixes_states
-        pin = 2 * free_from - partial if self._mixes_predictions else 2 * (free_from - partial)
+        pin = 2 * free_from - partial if self._mixes_predictions else 2 * (free_from - partial)  # int32
         self._last_pinned_step = (int(pin.max()) - 1) // 2  # the last step with a pinned (or partly released) pixel
         thresholds = 2 * min(self._last_pinned_step + 1, run_steps) + 1
         axis = np.arange(thresholds).reshape(-1, *[1] * pin.ndim)
-        self._pinned_from = torch.from_numpy(pin[None] >= axis).to(device)
+        pinned_from = pin[None] >= axis
+        self._pinned_from = torch.from_numpy(pinned_from).to(device)
         never = pin == 2 * run_steps
         self.never_released = torch.from_numpy(never).to(device)
         self._any_never_released = bool(never.any())
         # Steps at whose start released pixels are set to the host's start latent (even pins: released there).
-        self._reset_steps = set((np.unique(pin[pin % 2 == 0]) // 2).tolist())
+        pins = np.bincount(pin.reshape(-1))
+        self._reset_steps = {index // 2 for index in np.flatnonzero(pins).tolist() if index % 2 == 0}
 
         def as_tensor(share: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(share.astype(np.float32)).to(device)
+            return torch.from_numpy(share.astype(np.float32, copy=False)).to(device)
 
         # Per step with partly released pixels: each pixel's share of the model's prediction, or (mixing
         # states) of its state at its release step's first call: 0 where that call pins the pixel (with
@@ -251,16 +253,18 @@ class DifferentialDiffusion:
         self._prediction_shares: dict[int, torch.Tensor] = {}
         self._state_shares: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._shares_at_end: torch.Tensor | None = None
-        for step in np.unique(free_from[partial]).tolist():  # the steps the partly released pixels run free from
+        for step in np.flatnonzero(np.bincount(free_from[partial])).tolist():  # the steps the partly released pixels run free from
             if self._mixes_predictions:
-                self._prediction_shares[step - 1] = as_tensor(np.where(pin <= 2 * step - 2, 1.0, np.where(pin == 2 * step - 1, weight, 0.0)))
+                share = (~pinned_from[2 * step - 1]).astype(np.float32)  # 1: free in the step before (step - 1)
+                np.copyto(share, weight, where=pin == 2 * step - 1)
+                self._prediction_shares[step - 1] = as_tensor(share)
                 continue
-            mixed = np.where(partial & (free_from == step), weight, 1.0)
+            mixed = np.where(partial & (free_from == step), weight, np.float32(1.0))
             if step == run_steps:
                 self._shares_at_end = as_tensor(mixed)
                 continue
-            with_resets = as_tensor(np.where(pin >= 2 * step, 0.0, mixed)) if step in self._reset_steps else None
-            self._state_shares[step] = (as_tensor(np.where(pin >= 2 * step + 1, 0.0, mixed)), with_resets)
+            with_resets = as_tensor(np.where(pin >= 2 * step, np.float32(0.0), mixed)) if step in self._reset_steps else None
+            self._state_shares[step] = (as_tensor(np.where(pin >= 2 * step + 1, np.float32(0.0), mixed)), with_resets)
         self._last_active_step = max(self._last_pinned_step, max(self._state_shares, default=-1), run_steps - 1 if self._shares_at_end is not None else -1)
 
     def _pixel_release(self, pixel_strengths: torch.Tensor) -> PixelRelease:

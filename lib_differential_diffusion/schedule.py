@@ -275,34 +275,6 @@ def _steps_noisier_than(run_levels: list[float], start_level: float) -> int:
 ON_LEVEL_TOLERANCE = 1e-6
 
 
-def _between_levels(strengths: np.ndarray, steps: int, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Smooth release: the two levels each strength lies between, and how far it is from the lower.
-
-    Levels are start-key indices (``_img2img_start_indices``: key + 1; 0 is strength 0, never
-    released). Key ``k >= 1`` is plain img2img at strength ``k / steps``; key 0 is the host's one
-    step for every strength in ``(0, 1 / steps)``, placed at ``0.5 / steps`` so that change grows
-    continuously from strength 0 (the input) through it to key 1. Returns (lower, upper, fraction):
-    on a level (fraction 0) lower == upper == the host's own key.
-    """
-    scaled = np.minimum(strengths, 0.999) * steps
-    key = indices - 1
-    fraction = scaled - key
-    lower = indices.copy()
-    upper = np.minimum(indices + 1, steps)  # the top key has nothing above it
-    bottom = key == 0
-    fraction[bottom] = 2 * scaled[bottom] - 1
-    below_key_0 = bottom & (scaled < 0.5)
-    fraction[below_key_0] = 2 * scaled[below_key_0]
-    lower[below_key_0], upper[below_key_0] = 0, 1
-    upper[indices == 0] = 0  # strength 0 (and NaN)
-    near_lower = ~(fraction >= ON_LEVEL_TOLERANCE) | (lower == upper)
-    upper[near_lower] = lower[near_lower]
-    near_upper = fraction > 1 - ON_LEVEL_TOLERANCE
-    lower[near_upper] = upper[near_upper] = indices[near_upper]
-    fraction[near_lower | near_upper] = 0.0
-    return lower, upper, fraction
-
-
 @dataclass(frozen=True)
 class PixelRelease:
     """When each pixel is released.
@@ -317,40 +289,60 @@ class PixelRelease:
     weight: torch.Tensor
 
 
-def _release_arrays(
-    strengths: np.ndarray, run_levels: list[float], levels: NoiseLevels, steps: int, fix_steps: bool, smooth: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Release step (int32) and partial weight (float64, None when none) of flat float64 strengths."""
-    indices = _img2img_start_indices(strengths, steps, fix_steps)
-    if smooth and not fix_steps:
-        lower, upper, fraction = _between_levels(strengths, steps, indices)
-        keyed = np.concatenate([lower, upper])
-    else:
-        lower = upper = indices
-        fraction = None
-        keyed = indices
+def _release_table(indices: np.ndarray, run_levels: list[float], levels: NoiseLevels, steps: int, fix_steps: bool) -> list[int]:
+    """Release step of every start index present (``NEVER`` where none), by index."""
     # Few distinct starts (at most steps, or MAX_TOTAL_STEPS): evaluate each once.
-    present = np.flatnonzero(np.bincount(keyed)).tolist()
+    present = np.flatnonzero(np.bincount(indices)).tolist()
     release_by_key = [NEVER] * (present[-1] + 1 if present else 1)
+    negated = sorted(-level for level in run_levels)  # levels above a start: negated ones below its negation
     for index in present:
         key = index - 1
         if 0 <= key <= MAX_TOTAL_STEPS:
             start = Img2ImgStart(key, steps - 1) if fix_steps else Img2ImgStart(steps, key)
-            count = _steps_noisier_than(run_levels, levels.start_level(start))
+            count = bisect.bisect_left(negated, -levels.start_level(start))  # _steps_noisier_than, by bisection
             if count < len(run_levels):
                 release_by_key[index] = count
-    table = np.array(release_by_key, dtype=np.int32)
-    if fraction is None or not fraction.any():
-        return table.take(lower), None
-    # A position between the two levels' release steps (the run's length: never): the pixel runs
-    # free from the step above it and takes the fraction's share in the step before.
+    return release_by_key
+
+
+def _smooth_release(strengths: np.ndarray, run_levels: list[float], levels: NoiseLevels, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth release of flat float64 strengths: release step (int32) and partial weight (float64).
+
+    In steps (``c = min(v, 0.999) * steps``), key ``k >= 1`` is plain img2img at ``c = k``; key 0,
+    the host's one step for every strength in ``(0, 1 / steps)``, sits at ``c = 0.5``, and strength 0
+    (never released) at ``c = 0``. A pixel's release *position* is interpolated between its two
+    neighbours' release steps (the run's length for never): it runs free from the step above the
+    position and takes the fraction's share in the step before. Within ``ON_LEVEL_TOLERANCE`` of a
+    key the pixel is on that key as the host floors it (0.29 * 100 is key 28), with no share.
+    """
+    scaled = np.minimum(strengths, 0.999) * steps
+    top = int(min(steps - 1, math.floor(np.nanmax(scaled, initial=0.0)) + 1))  # no key above it is read
+    keys = np.arange(top + 1)
+    release = np.array(_release_table(keys + 1, run_levels, levels, steps, False), dtype=np.float64)[1:]
     never_at = len(run_levels)
-    table = np.minimum(table, never_at).astype(np.float64)
-    at_lower, at_upper = table.take(lower), table.take(upper)
-    position = at_lower - (at_lower - at_upper) * fraction
+    np.minimum(release, never_at, out=release)
+    anchors = np.concatenate([[0.0, 0.5], keys[1:]])
+    position = np.interp(scaled, anchors, np.concatenate([[never_at], release]))  # strength <= 0: never; NaN stays NaN
+    nearest = np.rint(scaled)
+    on_key = (np.abs(scaled - nearest) < ON_LEVEL_TOLERANCE) & (nearest >= 1)
+    if on_key.any():
+        position[on_key] = release[np.floor(scaled[on_key]).astype(np.intp)]
+    position[~(strengths > 0)] = never_at  # NaN too
     free_from = np.ceil(position)
     weight = free_from - position
+    weight[weight < ON_LEVEL_TOLERANCE] = 0.0
     return np.where(free_from >= never_at, NEVER, free_from).astype(np.int32), weight
+
+
+def _release_arrays(
+    strengths: np.ndarray, run_levels: list[float], levels: NoiseLevels, steps: int, fix_steps: bool, smooth: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Release step (int32) and partial weight (float64, None when none) of flat float64 strengths."""
+    if smooth and not fix_steps:
+        release, weight = _smooth_release(strengths, run_levels, levels, steps)
+        return release, weight if weight.any() else None
+    indices = _img2img_start_indices(strengths, steps, fix_steps)
+    return np.array(_release_table(indices, run_levels, levels, steps, fix_steps), dtype=np.int32).take(indices), None
 
 
 def pixel_release(
@@ -474,9 +466,11 @@ def skip_start_strength(pixel_strengths: torch.Tensor, run_strength: float, step
     """
     largest = float(pixel_strengths.to(torch.float64).max())
     if smooth:
-        strengths = np.array([largest])
-        _, upper, _ = _between_levels(strengths, steps, _img2img_start_indices(strengths, steps, False))
-        largest = max(largest, _key_strength(int(upper[0]) - 1, steps))
+        # The level above the largest strength (in steps: key 0 sits at half a step; on a key, none).
+        scaled = min(largest, 0.999) * steps
+        nearest = round(scaled)
+        if scaled > 0 and not (abs(scaled - nearest) < ON_LEVEL_TOLERANCE and nearest >= 1):
+            largest = max(largest, _key_strength(1 if scaled >= 0.5 else 0, steps) if scaled < 1 else _key_strength(min(math.floor(scaled) + 1, steps - 1), steps))
     start = min(largest, run_strength)
     return max(start, min(_key_strength(1, steps), run_strength))
 
