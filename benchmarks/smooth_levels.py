@@ -10,8 +10,9 @@ Per sampler and step count:
 * uniform maps at 0, 1/16, ..., 1 (8-bit gray, slider 1.0): the mean change per pixel
   (RGB, 0..255) against the init image, snapped and smooth, and whether the smooth
   series is monotone where the host's own levels are;
-* a 320x64 horizontal ramp 0 -> 255: the change per latent column (8 pixels), and the
-  largest jump between adjacent columns as a share of the whole range of change.
+* a 320x256 horizontal ramp 0 -> 255 over a flat gray init image (so that only the map
+  varies along it): the change per latent column (8 pixels), and the largest jump between
+  adjacent columns as a share of the whole range of change.
 The picture: the ramp's change per column at the first step count, snapped and smooth,
 for the first sampler.
 """
@@ -68,8 +69,9 @@ def main() -> None:
     parser.add_argument("--picture", default="")
     args = parser.parse_args()
     host = Host(args.url)
-    small, wide = init_image(64, 64), init_image(320, 64)
-    ramp = Image.fromarray(np.tile(np.rint(np.linspace(0, 255, 320)).astype(np.uint8), (64, 1)))
+    # Tall, so that the model's own texture averages out of each column's change.
+    small, wide = init_image(64, 64), Image.new("RGB", (320, 256), (128, 128, 128))
+    ramp = Image.fromarray(np.tile(np.rint(np.linspace(0, 255, 320)).astype(np.uint8), (256, 1)))
     values = [index / 16 for index in range(17)]
     host.img2img(small, "Euler", 4, None, True)  # the first generation after a load differs
     picture_curves: dict[str, np.ndarray] = {}

@@ -305,33 +305,45 @@ def _release_table(indices: np.ndarray, run_levels: list[float], levels: NoiseLe
     return release_by_key
 
 
-def _smooth_release(strengths: np.ndarray, run_levels: list[float], levels: NoiseLevels, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth release of flat float64 strengths: release step (int32) and partial weight (float64).
+@dataclass(frozen=True)
+class _LevelAnchors:
+    """Smooth release's anchors: in steps (``c = min(v, 0.999) * steps``), strength 0 (never
+    released) at ``c = 0``; key 0, the host's one step for every strength in ``(0, 1 / steps)``, at
+    ``c = 0.5``; key ``k >= 1`` (plain img2img at ``k / steps``) at ``c = k``. ``position``: each
+    anchor's release step (``never_at``, the run's length, for never)."""
 
-    In steps (``c = min(v, 0.999) * steps``), key ``k >= 1`` is plain img2img at ``c = k``; key 0,
-    the host's one step for every strength in ``(0, 1 / steps)``, sits at ``c = 0.5``, and strength 0
-    (never released) at ``c = 0``. A pixel's release *position* is interpolated between its two
-    neighbours' release steps (the run's length for never): it runs free from the step above the
-    position and takes the fraction's share in the step before. Within ``ON_LEVEL_TOLERANCE`` of a
-    key the pixel is on that key as the host floors it (0.29 * 100 is key 28), with no share.
-    """
-    scaled = np.minimum(strengths, 0.999) * steps
-    top = int(min(steps - 1, math.floor(np.nanmax(scaled, initial=0.0)) + 1))  # no key above it is read
-    keys = np.arange(top + 1)
-    release = np.array(_release_table(keys + 1, run_levels, levels, steps, False), dtype=np.float64)[1:]
-    never_at = len(run_levels)
-    np.minimum(release, never_at, out=release)
-    anchors = np.concatenate([[0.0, 0.5], keys[1:]])
-    position = np.interp(scaled, anchors, np.concatenate([[never_at], release]))  # strength <= 0: never; NaN stays NaN
-    nearest = np.rint(scaled)
-    on_key = (np.abs(scaled - nearest) < ON_LEVEL_TOLERANCE) & (nearest >= 1)
-    if on_key.any():
-        position[on_key] = release[np.floor(scaled[on_key]).astype(np.intp)]
-    position[~(strengths > 0)] = never_at  # NaN too
-    free_from = np.ceil(position)
-    weight = free_from - position
-    weight[weight < ON_LEVEL_TOLERANCE] = 0.0
-    return np.where(free_from >= never_at, NEVER, free_from).astype(np.int32), weight
+    steps: int
+    at: np.ndarray
+    position: np.ndarray
+    never_at: int
+
+    @classmethod
+    def of(cls, run_levels: list[float], levels: NoiseLevels, steps: int, top_key: int) -> _LevelAnchors:
+        keys = np.arange(top_key + 1)
+        release = np.array(_release_table(keys + 1, run_levels, levels, steps, False), dtype=np.float64)[1:]
+        never_at = len(run_levels)
+        np.minimum(release, never_at, out=release)
+        return cls(steps, np.concatenate([[0.0, 0.5], keys[1:]]), np.concatenate([[never_at], release]), never_at)
+
+    def release(self, strengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Release step (int32) and partial weight (float64) of flat float64 strengths.
+
+        A pixel's release position is interpolated between its two neighbouring anchors': it runs
+        free from the step above the position and takes the fraction's share in the step before.
+        Within ``ON_LEVEL_TOLERANCE`` of a key the pixel is on that key as the host floors it
+        (0.29 * 100 is key 28), with no share.
+        """
+        scaled = np.minimum(strengths, 0.999) * self.steps
+        position = np.interp(scaled, self.at, self.position)
+        nearest = np.rint(scaled)
+        on_key = (np.abs(scaled - nearest) < ON_LEVEL_TOLERANCE) & (nearest >= 1)
+        if on_key.any():
+            position[on_key] = self.position[1:][np.floor(scaled[on_key]).astype(np.intp)]
+        position[~(strengths > 0)] = self.never_at  # NaN too
+        free_from = np.ceil(position)
+        weight = free_from - position
+        weight[weight < ON_LEVEL_TOLERANCE] = 0.0
+        return np.where(free_from >= self.never_at, NEVER, free_from).astype(np.int32), weight
 
 
 def _release_arrays(
@@ -339,7 +351,8 @@ def _release_arrays(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Release step (int32) and partial weight (float64, None when none) of flat float64 strengths."""
     if smooth and not fix_steps:
-        release, weight = _smooth_release(strengths, run_levels, levels, steps)
+        top_key = int(min(steps - 1, math.floor(min(np.nanmax(strengths, initial=0.0), 0.999) * steps) + 1))  # no key above it is read
+        release, weight = _LevelAnchors.of(run_levels, levels, steps, top_key).release(strengths)
         return release, weight if weight.any() else None
     indices = _img2img_start_indices(strengths, steps, fix_steps)
     return np.array(_release_table(indices, run_levels, levels, steps, fix_steps), dtype=np.int32).take(indices), None
@@ -412,10 +425,11 @@ def never_released(
     run_levels = levels.step_levels(img2img_start(run_strength, steps, False)).tolist()  # plain floats: no tensor work per key
 
     if smooth:
+        anchors = _LevelAnchors.of(run_levels, levels, steps, steps - 1)
 
         def released(value: np.float32) -> bool:
-            release, weight = _release_arrays(np.array([np.float64(value) * slider]), run_levels, levels, steps, False, True)
-            return release[0] != NEVER or (weight is not None and weight[0] > 0)
+            release, weight = anchors.release(np.array([np.float64(value) * slider]))
+            return release[0] != NEVER or weight[0] > 0
 
     else:
 
