@@ -216,21 +216,21 @@ class DifferentialDiffusion:
         # Steps whose pinned predictions are replaced: all, or only the last (it makes the output).
         self._first_step_replacing = 0 if sampler_keeps_history else run_steps - 1
         self._partial_share_from_path = not sampler_noises_inside_a_step
-        # A pixel's pinning in one number: twice the step it runs free from (never: the run's
-        # length), one less if it takes part of the model's prediction in the step before. Step j's
-        # first call sets pixels with pin >= 2j + 1 to the re-noised original (>= 2j: and those
-        # released at j), its other calls pixels with pin >= 2j + 2: a partly released pixel starts
-        # its step on the original's path and then follows the sampler.
-        # In numpy on the CPU copy: torch compares with broadcasting several times slower.
         weight = release.weight.numpy()
         partial = weight > 0
-        free_from = np.minimum(release.step.numpy(), run_steps)  # int32
+        free_from = np.minimum(release.step.numpy(), run_steps)  # int32; never: the run's length
         # Where a pinned prediction carries a pixel along the original's path and the sampler keeps a
         # history or draws noise, a partly released pixel mixes the model's prediction with the
         # original's in the step before its release. Otherwise (pinned pixels only set again at every
         # call, or a deterministic sampler without history) it runs free from that step and its state is
         # mixed with the re-noised original's at its release (at the run's end: the original).
         self._mixes_predictions = levels.carries_pinned_path and not sampler_mixes_states
+        # A pixel's pinning in one number: twice the step it runs free from; mixing predictions, one
+        # less for a partly released pixel, mixing states, two less (it runs free a step earlier). Step
+        # j's first call sets pixels with pin >= 2j + 1 to the re-noised original (>= 2j: and those
+        # released at j), its other calls pixels with pin >= 2j + 2: a pixel mixing its prediction in
+        # step j starts it on the original's path and then follows the sampler.
+        # In numpy on the CPU copy: torch compares with broadcasting several times slower.
         pin = 2 * free_from - partial if self._mixes_predictions else 2 * (free_from - partial)  # int32
         self._last_pinned_step = (int(pin.max()) - 1) // 2  # the last step with a pinned (or partly released) pixel
         thresholds = 2 * min(self._last_pinned_step + 1, run_steps) + 1
