@@ -7,28 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from a1111_sampling import K_SAMPLERS, Run, TinyEpsNet, latents, make_denoiser, uniform
+from a1111_sampling import Run, latents, uniform
 from lib_differential_diffusion.blend import SAMPLERS_WITHOUT_HISTORY
 from lib_differential_diffusion.maps import MapValues, decode_map
 from lib_differential_diffusion.preview import map_release, preview_image, released_share
 from lib_differential_diffusion.schedule import NEVER, pixel_release, never_released, release_steps, skip_start_strength
-from test_engine import ALL_SAMPLERS, EXACT_SAMPLERS, img2img, karras_levels, model_calls, sampler_function
+from test_engine import ALL_SAMPLERS, EXACT_SAMPLERS, denoiser, eps_net, img2img, karras_levels, model_calls, sampler_function  # noqa: F401 (fixtures)
 
 # DPM fast takes DPM-Solver's own steps, not the schedule's levels: partial steps are attributed
 # only roughly there, and its own levels are not monotone (measured: it changes less at 1.0 than at 0.75).
 SMOOTH_SAMPLERS = [name for name in ALL_SAMPLERS if name != "DPM fast"]
 # Samplers whose state, once released, depends only on that state: no fresh noise per step.
 DETERMINISTIC_SAMPLERS = ["Euler", "Heun", "DPM2", "LMS", "DPM++ 2M", "DDIM"]
-
-
-@pytest.fixture(scope="module")
-def denoiser():
-    return make_denoiser()
-
-
-@pytest.fixture(scope="module")
-def eps_net():
-    return TinyEpsNet()
 
 
 def mean_change(name, denoiser, eps_net, value: float, steps: int, smooth: bool = True, batch: int = 1, size: int = 16) -> float:
