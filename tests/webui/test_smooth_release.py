@@ -52,6 +52,7 @@ def assert_strictly_between(family: str, sampler: str, series: list[float]) -> N
     assert rising or falling, f"{sampler}: change between two levels is not strictly between them and monotone: {series}"
 
 
+@pytest.mark.needs("graded")
 @pytest.mark.parametrize("sampler", FAMILY_SAMPLERS)
 def test_change_between_two_levels_lies_strictly_between_them(sd1_server, require_sampler, sampler):
     require_sampler(sampler)
@@ -63,6 +64,7 @@ def test_change_between_two_levels_lies_strictly_between_them(sd1_server, requir
         assert images_equal(lower, snapped)
 
 
+@pytest.mark.needs("graded")
 def test_sdxl_with_a_refiner_switch_changes_strictly_between_levels(sdxl_server):
     refiner = dict(refiner_checkpoint=sdxl_server.model_name("sdxl_refiner_graded"), refiner_switch_at=0.5)
     series = [change_for(sdxl_server, "Euler", value, **refiner)[0] for value in (LOWER, *BETWEEN, UPPER)]
