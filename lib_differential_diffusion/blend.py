@@ -75,7 +75,7 @@ import numpy as np
 import torch
 
 from .maps import MapValues
-from .schedule import NEVER, NoiseLevels, PixelRelease, img2img_start, never_released, pixel_release
+from .schedule import NoiseLevels, PixelRelease, img2img_start, never_released, pixel_release
 
 # What the engine needs to know of a sampler, by its function's name (k-diffusion's, A1111's).
 # Samplers whose step ends with a model call at the next step's level (``boundary_call_ends_step``).

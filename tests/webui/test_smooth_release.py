@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from lib_differential_diffusion.maps import decode_map, to_latent
 from lib_differential_diffusion.preview import map_release
