@@ -234,14 +234,22 @@ class DifferentialDiffusion:
         pin = 2 * free_from - partial if self._mixes_predictions else 2 * (free_from - partial)  # int32
         self._last_pinned_step = (int(pin.max()) - 1) // 2  # the last step with a pinned (or partly released) pixel
         thresholds = 2 * min(self._last_pinned_step + 1, run_steps) + 1
-        axis = np.arange(thresholds).reshape(-1, *[1] * pin.ndim)
-        pinned_from = pin[None] >= axis
-        self._pinned_from = torch.from_numpy(pinned_from).to(device)
+        pins = np.bincount(pin.reshape(-1), minlength=thresholds + 1)
+        # pin >= t for every threshold a call can ask about; where no pixel has pin t, it is the mask
+        # of t + 1 (without partly released pixels every odd one is): compared and kept once.
+        pinned_from: list[np.ndarray] = [None] * thresholds  # type: ignore[list-item]
+        pinned_on_device: list[torch.Tensor] = [None] * thresholds  # type: ignore[list-item]
+        for threshold in reversed(range(thresholds)):
+            if threshold + 1 < thresholds and pins[threshold] == 0:
+                pinned_from[threshold], pinned_on_device[threshold] = pinned_from[threshold + 1], pinned_on_device[threshold + 1]
+            else:
+                pinned_from[threshold] = pin >= threshold
+                pinned_on_device[threshold] = torch.from_numpy(pinned_from[threshold]).to(device)
+        self._pinned_from = pinned_on_device
         never = pin == 2 * run_steps
         self.never_released = torch.from_numpy(never).to(device)
         self._any_never_released = bool(never.any())
         # Steps at whose start released pixels are set to the host's start latent (even pins: released there).
-        pins = np.bincount(pin.reshape(-1))
         self._reset_steps = {index // 2 for index in np.flatnonzero(pins).tolist() if index % 2 == 0}
 
         def as_tensor(share: np.ndarray) -> torch.Tensor:
