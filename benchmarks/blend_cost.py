@@ -1,26 +1,36 @@
 """Per-call cost of the blend, and how much memory it allocates, on this machine.
 
-Prints numbers; it is not a test. Usage: python3 benchmarks/blend_cost.py [--device cuda]
-Each case runs snapped and with smooth release (a random map: the measured call's step has
-partly released pixels, the costliest call), for samplers with history (DPM++ 2M), without
-(Euler a) and deterministic without (Euler: states mixed), and prints smooth / snapped.
+Prints numbers; it is not a test.
+
+    python3 benchmarks/blend_cost.py [--device cuda] [--baseline <another checkout>] [--root <checkout>]
+
+Each case is a call inside step 5 of 20 at slider 1.0 (every step has pinned pixels), for a
+random map and a horizontal ramp, on the three paths a sampler takes: with history (DPM++ 2M),
+without history drawing noise (Euler a), deterministic without history (Euler: states mixed),
+snapped and with smooth release (the measured call's step has partly released pixels, the
+costliest call). It prints smooth / snapped and, with ``--baseline``, each number over the
+baseline checkout's (e.g. ``git worktree add /tmp/before <commit>``; a checkout older than
+smooth release has one number per path, used for both). The baseline runs in its own process
+before and after this checkout's run; the lower of its two medians counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
-
-from tiny_denoiser import TinyEpsNet  # noqa: E402
-from lib_differential_diffusion.blend import DifferentialDiffusion  # noqa: E402
-from lib_differential_diffusion.schedule import SigmaLevels  # noqa: E402
+HERE = Path(__file__).resolve()
+PATHS = (("history", True, False), ("no history, noise", False, False), ("no history, deterministic", False, True))
+SHAPES = ((1, 128), (4, 128))
+MAPS = ("random", "ramp")
 
 
 def sync(device: str) -> None:
@@ -28,8 +38,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_ms(function, device: str, repeats: int = 50) -> float:
-    for _ in range(5):
+def median_ms(function, device: str, repeats: int = 200) -> float:
+    for _ in range(10):
         function()
     times = []
     for _ in range(repeats):
@@ -48,59 +58,91 @@ def allocated_bytes_cpu(function) -> int:
     return sum(max(event.self_cpu_memory_usage, 0) for event in profile.events())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    device = args.device
+def strengths_for(kind: str, batch: int, size: int) -> torch.Tensor:
+    if kind == "random":
+        return torch.rand(batch, 1, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return (torch.arange(size, dtype=torch.float64) / (size - 1)).expand(batch, 1, size, size).contiguous()
+
+
+def measure_all(root: Path, device: str, with_memory: bool) -> dict[str, dict]:
+    """{case: {"ms": median, "allocated": latents or None}} for the checkout at ``root``."""
+    sys.path[:0] = [str(root), str(root / "tests")]
+    from lib_differential_diffusion.blend import DifferentialDiffusion
+    from lib_differential_diffusion.schedule import SigmaLevels
+
+    accepted = set(inspect.signature(DifferentialDiffusion).parameters)
+    has_smooth = "smooth" in accepted
     torch.set_grad_enabled(False)
     levels = SigmaLevels(lambda n: torch.cat([torch.linspace(14.6, 0.03, n), torch.zeros(1)]))
     sigmas = levels.sigmas(20).tolist()
-    print(f"device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}")
-    for batch, size in ((1, 128), (4, 128)):
-        # DPM++ 2M's path (history), Euler a's (no history, noise per step), Euler's (deterministic, no history)
-        for keeps_history, mixes_states in ((True, False), (False, False), (False, True)):
-            snapped_ms = None
-            for smooth in (False, True):
-                ms, line = measure(device, levels, sigmas, batch, size, keeps_history, mixes_states, smooth)
-                ratio = "" if snapped_ms is None else f", smooth / snapped x{ms / snapped_ms:.2f}"
-                snapped_ms = ms if snapped_ms is None else snapped_ms
-                print(f"{line}{ratio}")
+    results: dict[str, dict] = {}
+    for batch, size in SHAPES:
+        for map_kind in MAPS:
+            for path, keeps_history, mixes_states in PATHS:
+                for smooth in (False, True) if has_smooth else (None,):
+                    init = torch.randn(batch, 4, size, size, device=device)
+                    noise = torch.randn_like(init)
+                    options = dict(sampler_keeps_history=keeps_history, sampler_mixes_states=mixes_states, smooth=smooth)
+                    engine = DifferentialDiffusion(
+                        pixel_strengths=strengths_for(map_kind, batch, size), init_latent=init, noise=noise, levels=levels, steps=20,
+                        run_strength=1.0, **{key: value for key, value in options.items() if key in accepted},
+                    )
+                    x = init + noise * sigmas[5]
+                    level = torch.full((batch,), sigmas[5], device=device)
+                    prediction = init.clone()
+                    engine.tracker.observe(sigmas[4])  # sit inside step 5 (a later call at step 5's level)
+
+                    def blend() -> None:
+                        pinned = engine.before_call(x, level)
+                        engine.after_call(prediction, x, level, pinned)
+
+                    allocated = None
+                    if with_memory and device == "cpu":
+                        allocated = allocated_bytes_cpu(blend) / (init.numel() * init.element_size())
+                    for mode in ("snapped", "smooth") if smooth is None else ("smooth" if smooth else "snapped",):
+                        results[f"{batch}x4x{size}x{size} {map_kind} {path} {mode}"] = {"ms": median_ms(blend, device), "allocated": allocated}
+    return results
 
 
-def measure(device: str, levels: SigmaLevels, sigmas: list, batch: int, size: int, keeps_history: bool, mixes_states: bool, smooth: bool) -> tuple[float, str]:
-    init = torch.randn(batch, 4, size, size, device=device)
-    noise = torch.randn_like(init)
-    strengths = torch.rand(batch, 1, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # every step has pinned pixels
-    engine = DifferentialDiffusion(
-        pixel_strengths=strengths, init_latent=init, noise=noise, levels=levels, steps=20, run_strength=1.0, sampler_keeps_history=keeps_history,
-        sampler_mixes_states=mixes_states, smooth=smooth,
-    )
-    x = init + noise * sigmas[5]
-    level = torch.full((batch,), sigmas[5], device=device)
-    prediction = init.clone()
-    engine.tracker.observe(sigmas[4])  # sit inside step 5 (a later call at step 5's level)
+def baseline_run(baseline: Path, device: str) -> dict[str, dict]:
+    command = [sys.executable, str(HERE), "--root", str(baseline), "--device", device, "--json"]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
-    def blend() -> None:
-        pinned = engine.before_call(x, level)
-        engine.after_call(prediction, x, level, pinned)
 
-    net = TinyEpsNet().to(device)
-    t = torch.full((batch,), 500.0, device=device)
-    blend_ms = median_ms(blend, device)
-    model_ms = median_ms(lambda: net(x, t), device)
-    latent_bytes = init.numel() * init.element_size()
-    kind = "history" if keeps_history else "no history, " + ("deterministic" if mixes_states else "noise")
-    line = f"latent {batch}x4x{size}x{size} {kind:28s} {'smooth ' if smooth else 'snapped'}: blend {blend_ms:.3f} ms per call, test denoiser {model_ms:.3f} ms, ratio {blend_ms / model_ms:.3f}"
-    if device == "cpu":
-        line += f", allocated per call {allocated_bytes_cpu(blend) / latent_bytes:.2f} latents"
-    else:
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        blend()
-        sync(device)
-        line += f", peak extra {(torch.cuda.max_memory_allocated() - base) / latent_bytes:.2f} latents"
-    return blend_ms, line
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--root", type=Path, default=HERE.parents[1], help="the checkout to measure (default: this one)")
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare with (e.g. before a change)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.json:
+        print(json.dumps(measure_all(args.root.resolve(), args.device, with_memory=False)))
+        return
+    before = baseline_run(args.baseline.resolve(), args.device) if args.baseline else None
+    results = measure_all(args.root.resolve(), args.device, with_memory=True)
+    if before is not None:
+        again = baseline_run(args.baseline.resolve(), args.device)
+        before = {case: {"ms": min(before[case]["ms"], again[case]["ms"])} for case in before}
+    print(f"device: {args.device}  torch {torch.__version__}  threads {torch.get_num_threads()}  root {args.root}")
+    if before is not None:
+        print(f"baseline: {args.baseline}")
+    worst: dict[str, float] = {}
+    for case, result in results.items():
+        line = f"{case:52s} {result['ms']:.3f} ms per call"
+        if result["allocated"] is not None:
+            line += f", allocates {result['allocated']:.2f} latents"
+        if case.endswith(" smooth"):
+            line += f", smooth / snapped x{result['ms'] / results[case[: -len('smooth')] + 'snapped']['ms']:.2f}"
+        if before is not None and case in before:
+            ratio = result["ms"] / before[case]["ms"]
+            line += f", / baseline x{ratio:.2f}"
+            mode = case.rsplit(" ", 1)[1]
+            worst[mode] = max(worst.get(mode, 0.0), ratio)
+        print(line)
+    for mode, ratio in worst.items():
+        print(f"largest {mode} / baseline: x{ratio:.2f}")
+
 
 if __name__ == "__main__":
     main()

@@ -218,6 +218,10 @@ class DifferentialDiffusion:
         self._partial_share_from_path = not sampler_noises_inside_a_step
         weight = release.weight.numpy()
         partial = weight > 0
+
+        def as_weights(mask: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(mask).to(device=device, dtype=init_latent.dtype)
+
         free_from = np.minimum(release.step.numpy(), run_steps)  # int32; never: the run's length
         # Where a pinned prediction carries a pixel along the original's path and the sampler keeps a
         # history or draws noise, a partly released pixel mixes the model's prediction with the
@@ -237,6 +241,9 @@ class DifferentialDiffusion:
         pins = np.bincount(pin.reshape(-1), minlength=thresholds + 1)
         # pin >= t for every threshold a call can ask about; where no pixel has pin t, it is the mask
         # of t + 1 (without partly released pixels every odd one is): compared and kept once.
+        # On the device as 0/1 weights for lerp, in the latent's type: lerp's endpoints are its inputs
+        # exactly (finite ones: a NaN state stays NaN, as the model's next call would make it), and it runs 2-10x faster than torch.where on the CPU (where branches per element:
+        # measured 24-127 us against 9 us for a 1x4x128x128 latent, ramp and random masks).
         pinned_from: list[np.ndarray] = [None] * thresholds  # type: ignore[list-item]
         pinned_on_device: list[torch.Tensor] = [None] * thresholds  # type: ignore[list-item]
         for threshold in reversed(range(thresholds)):
@@ -244,11 +251,12 @@ class DifferentialDiffusion:
                 pinned_from[threshold], pinned_on_device[threshold] = pinned_from[threshold + 1], pinned_on_device[threshold + 1]
             else:
                 pinned_from[threshold] = pin >= threshold
-                pinned_on_device[threshold] = torch.from_numpy(pinned_from[threshold]).to(device)
+                pinned_on_device[threshold] = as_weights(pinned_from[threshold])
         self._pinned_from = pinned_on_device
         never = pin == 2 * run_steps
         self.never_released = torch.from_numpy(never).to(device)
         self._any_never_released = bool(never.any())
+        self._never_released_weights = as_weights(never) if self._any_never_released else None
         # Steps at whose start released pixels are set to the host's start latent (even pins: released there).
         self._reset_steps = {index // 2 for index in np.flatnonzero(pins).tolist() if index % 2 == 0}
 
@@ -294,7 +302,7 @@ class DifferentialDiffusion:
 
     def before_call(self, x: torch.Tensor, level_rows: torch.Tensor) -> torch.Tensor | None:
         """Pin the sampler's state ``x`` in place; returns what ``after_call`` needs to replace
-        predictions: a mask of pinned pixels, or each pixel's share of the model's prediction in a
+        predictions: pinned pixels as 0/1 weights, or each pixel's share of the model's prediction in a
         step with partly released pixels (None: nothing to replace)."""
         rows = level_rows.tolist()  # the one device sync of a call; no tensor op (in a call, each costs tens of µs)
         level = max(rows) if isinstance(rows, list) else rows
@@ -311,10 +319,10 @@ class DifferentialDiffusion:
         renoised = _as_dtype(self.levels.renoise(self.init_latent, self.noise, level_rows, self.run), x.dtype)
         if state_shares is not None:
             mix = state_shares[1] if resets_released else state_shares[0]
-            torch.lerp(renoised, x, _as_dtype(mix, x.dtype), out=x)  # in place; shares 0 and 1 are where's two sides exactly
+            torch.lerp(renoised, x, _as_dtype(mix, x.dtype), out=x)  # in place; shares 0 and 1 give the two sides exactly
         else:
             to_set = self._pinned_from[2 * step + (0 if resets_released else 1 if at_step_start else 2)]
-            torch.where(to_set, renoised, x, out=x)  # in place: one pass, no copy back
+            torch.lerp(x, renoised, _as_dtype(to_set, x.dtype), out=x)  # in place: one pass, no copy back
         if step > self._last_pinned_step:
             return None
         if shares is not None:
@@ -338,7 +346,7 @@ class DifferentialDiffusion:
             # Exact at shares 0 and 1 (lerp's two-sided formula): pinned and free pixels as without shares.
             return torch.lerp(_as_dtype(original, prediction.dtype), prediction, _as_dtype(pinned.shares, prediction.dtype))
         original = _as_dtype(self.levels.pinned_prediction(x, self.init_latent, level_rows), prediction.dtype)
-        return torch.where(pinned, original, prediction)
+        return torch.lerp(prediction, original, _as_dtype(pinned, prediction.dtype))
 
     def wrap(self, forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         """``forward(x, level, *args, **kwargs)`` with the blend around it."""
@@ -366,4 +374,6 @@ class DifferentialDiffusion:
         original = self.init_latent.to(samples.dtype)
         if at_end is not None:
             samples = torch.lerp(original, samples, _as_dtype(at_end, samples.dtype))
-        return torch.where(self.never_released, original, samples) if self._any_never_released else samples
+        if self._never_released_weights is None:
+            return samples
+        return torch.lerp(samples, original, _as_dtype(self._never_released_weights, samples.dtype))
