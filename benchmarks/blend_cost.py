@@ -2,7 +2,7 @@
 
 Prints numbers; it is not a test.
 
-    python3 benchmarks/blend_cost.py [--device cuda] [--baseline <another checkout>] [--root <checkout>]
+    python3 benchmarks/blend_cost.py [--device cuda] [--baseline <another checkout>] [--root <checkout>] [--threads 1]
 
 Each case is a call inside step 5 of 20 at slider 1.0 (every step has pinned pixels), for a
 random map and a horizontal ramp, on the three paths a sampler takes: with history (DPM++ 2M),
@@ -105,7 +105,7 @@ def measure_all(root: Path, device: str, with_memory: bool) -> dict[str, dict]:
 
 
 def baseline_run(baseline: Path, device: str) -> dict[str, dict]:
-    command = [sys.executable, str(HERE), "--root", str(baseline), "--device", device, "--json"]
+    command = [sys.executable, str(HERE), "--root", str(baseline), "--device", device, "--threads", str(torch.get_num_threads()), "--json"]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
@@ -114,8 +114,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--root", type=Path, default=HERE.parents[1], help="the checkout to measure (default: this one)")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with (e.g. before a change)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 steadies numbers on a busy machine")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.json:
         print(json.dumps(measure_all(args.root.resolve(), args.device, with_memory=False)))
         return
