@@ -5,7 +5,12 @@ uniform maps on them and between them can be compared with the host's own img2im
 * on a level, smooth or snapped, the run is plain img2img at that strength (test_extension.py
   proves it for every sampler at 10 steps);
 * between two levels the amount of change lies strictly between the levels' and moves strictly
-  with the map value, for every sampler family;
+  with the map value, for every sampler family (graded checkpoints: there the amount means something);
+* on any checkpoint, random weights too (the Forge family's stand-ins), the image moves between
+  the two levels' images: strictly nearer the upper level's as the map value rises, and for
+  deterministic samplers strictly farther from the lower level's too (samplers that draw noise per
+  step give a pixel just above a level the sampler's own noise in the step before its release, not
+  the original's re-noise: the same statistics, another sample of the texture);
 * the run's release steps and partial shares are the Preview's (``preview.map_release``);
 * smooth off snaps to the lower level, bit for bit.
 """
@@ -61,6 +66,36 @@ def test_change_between_two_levels_lies_strictly_between_them(sd1_server, requir
         _, lower = change_for(sd1_server, sampler, LOWER)
         _, snapped = change_for(sd1_server, sampler, BETWEEN[1], smooth=False)
         assert images_equal(lower, snapped)
+
+
+# Samplers that draw no noise per step (the rest of FAMILY_SAMPLERS draw it).
+DETERMINISTIC_SAMPLERS = ("Euler", "Heun", "DPM2", "DPM++ 2M", "DDIM", "UniPC")
+
+
+def assert_moves_between_level_images(family: str, sampler: str, images: list) -> None:
+    """``images`` for LOWER, *BETWEEN, UPPER: each nearer the upper level's image than the one before
+    (mean absolute difference /255); for a deterministic sampler, each farther from the lower's."""
+    to_upper = [mean_change(image, images[-1]) for image in images]
+    from_lower = [mean_change(image, images[0]) for image in images]
+    measure(f"{family} {sampler}, {STEPS} steps, uniform maps {LOWER}, {', '.join(map(str, BETWEEN))}, {UPPER}: image distance "
+            f"to the upper level's {' '.join(f'{v:.2f}' for v in to_upper)}, from the lower level's {' '.join(f'{v:.2f}' for v in from_lower)}")
+    nearing = to_upper[1:]  # from the first value between on: noise-drawing samplers leave the lower level's texture at once
+    assert all(a > b for a, b in zip(nearing, nearing[1:])), f"{sampler}: not strictly nearer the upper level's image: {to_upper}"
+    if sampler in DETERMINISTIC_SAMPLERS:
+        assert all(a < b for a, b in zip(from_lower, from_lower[1:])), f"{sampler}: not strictly farther from the lower level's image: {from_lower}"
+
+
+@pytest.mark.parametrize("sampler", FAMILY_SAMPLERS)
+def test_image_between_two_levels_moves_from_one_level_to_the_other(sd1_server, require_sampler, sampler):
+    require_sampler(sampler)
+    images = [change_for(sd1_server, sampler, value)[1] for value in (LOWER, *BETWEEN, UPPER)]
+    assert_moves_between_level_images("SD1", sampler, images)
+
+
+def test_sdxl_with_a_refiner_switch_moves_between_level_images(sdxl_server):
+    refiner = dict(refiner_checkpoint=sdxl_server.model_name("sdxl_refiner_graded"), refiner_switch_at=0.5)
+    images = [change_for(sdxl_server, "Euler", value, **refiner)[1] for value in (LOWER, *BETWEEN, UPPER)]
+    assert_moves_between_level_images("SDXL + refiner", "Euler", images)
 
 
 @pytest.mark.needs("graded")
