@@ -72,16 +72,17 @@ def test_change_between_two_levels_lies_strictly_between_them(sd1_server, requir
 DETERMINISTIC_SAMPLERS = ("Euler", "Heun", "DPM2", "DPM++ 2M", "DDIM", "UniPC")
 
 
-def assert_moves_between_level_images(family: str, sampler: str, images: list) -> None:
+def assert_moves_between_level_images(family: str, sampler: str, images: list, from_lower: bool = True) -> None:
     """``images`` for LOWER, *BETWEEN, UPPER: each nearer the upper level's image than the one before
-    (mean absolute difference /255); for a deterministic sampler, each farther from the lower's."""
+    (mean absolute difference /255); for a deterministic sampler (and ``from_lower``), each farther
+    from the lower's."""
     to_upper = [mean_change(image, images[-1]) for image in images]
     from_lower = [mean_change(image, images[0]) for image in images]
     measure(f"{family} {sampler}, {STEPS} steps, uniform maps {LOWER}, {', '.join(map(str, BETWEEN))}, {UPPER}: image distance "
             f"to the upper level's {' '.join(f'{v:.2f}' for v in to_upper)}, from the lower level's {' '.join(f'{v:.2f}' for v in from_lower)}")
     nearing = to_upper[1:]  # from the first value between on: noise-drawing samplers leave the lower level's texture at once
     assert all(a > b for a, b in zip(nearing, nearing[1:])), f"{sampler}: not strictly nearer the upper level's image: {to_upper}"
-    if sampler in DETERMINISTIC_SAMPLERS:
+    if sampler in DETERMINISTIC_SAMPLERS and from_lower:
         assert all(a < b for a, b in zip(from_lower, from_lower[1:])), f"{sampler}: not strictly farther from the lower level's image: {from_lower}"
 
 
@@ -95,7 +96,9 @@ def test_image_between_two_levels_moves_from_one_level_to_the_other(sd1_server, 
 def test_sdxl_with_a_refiner_switch_moves_between_level_images(sdxl_server):
     refiner = dict(refiner_checkpoint=sdxl_server.model_name("sdxl_refiner_graded"), refiner_switch_at=0.5)
     images = [change_for(sdxl_server, "Euler", value, **refiner)[1] for value in (LOWER, *BETWEEN, UPPER)]
-    assert_moves_between_level_images("SDXL + refiner", "Euler", images)
+    # A random full-size pair (the Forge family's stand-in) leaves the lower level's look at once: measured
+    # on Forge, distances from it 0.00 23.93 20.08 20.15 21.06 (to the upper's 21.06 20.20 12.70 6.80 0.00).
+    assert_moves_between_level_images("SDXL + refiner", "Euler", images, from_lower=not sdxl_server.host.profile.cannot("graded"))
 
 
 @pytest.mark.needs("graded")
