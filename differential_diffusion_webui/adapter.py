@@ -24,6 +24,7 @@ from lib_differential_diffusion.api_guard import GUARDED_API_PATHS, ArgsShapeGua
 from lib_differential_diffusion.args import (
     ELEM_PREFIX,
     INFOTEXT_KEYS,
+    MODEL_MASK_INFOTEXT_KEY,
     PANEL_DEFAULT_NAMES,
     SETTINGS_BY_NAME,
     XYZ_AXES,
@@ -241,8 +242,41 @@ def before_process(p: Any, script_args: tuple) -> None:
 
 @own_time
 def process(p: Any) -> None:
-    if state_of(p) is not None and getattr(p, "image_mask", None) is not None:
+    state = state_of(p)
+    if state is None:
+        return
+    if getattr(p, "image_mask", None) is not None:
         p.mask_round = False  # strengths are map x soft mask: keep the WebUI's mask soft too
+    condition_with_map(p, state)
+
+
+def condition_with_map(p: Any, state: RunState) -> None:
+    """An inpainting model's mask (and masked image) from the map: ``p.img2img_image_conditioning``,
+    which the host calls in ``p.init`` with its own mask (none in the img2img tab: all masked), gets
+    the map's strengths instead, soft, so a kept pixel is context and a changing one is masked. The
+    host's function builds the rest (its "Conditional mask weight" included); models with other image
+    conditioning (depth, instruct-pix2pix, unCLIP) do not read the mask there. For this ``p`` only."""
+    own = p.img2img_image_conditioning
+
+    def img2img_image_conditioning(source_image: torch.Tensor, latent_image: torch.Tensor, image_mask: Any = None, round_image_mask: bool = True) -> torch.Tensor:
+        if not state.args.model_mask:
+            conditioning = own(source_image, latent_image, image_mask, round_image_mask)
+        else:
+            conditioning = own(source_image, latent_image, image_mask=model_mask(p, state, source_image), round_image_mask=False)
+        if getattr(p, "is_using_inpainting_conditioning", False):
+            p.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = state.args.model_mask
+        return conditioning
+
+    p.img2img_image_conditioning = img2img_image_conditioning
+
+
+def model_mask(p: Any, state: RunState, source_image: torch.Tensor) -> torch.Tensor:
+    """[batch, 1, h, w] strengths (before the slider) of each batch image, at the source image's size."""
+    rows = [torch.from_numpy(np.ascontiguousarray(strengths_of(p, state, init_image_index(p, index)).values)) for index in range(source_image.shape[0])]
+    mask = torch.stack(rows)[:, None].to(device=source_image.device, dtype=source_image.dtype)
+    if mask.shape[-2:] != source_image.shape[-2:]:  # "latent upscale" encodes the init image at its own size
+        mask = torch.nn.functional.interpolate(mask, size=source_image.shape[-2:], mode="bilinear", align_corners=False)
+    return mask
 
 
 # --- strengths ------------------------------------------------------------------------
