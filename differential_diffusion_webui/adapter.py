@@ -786,7 +786,16 @@ def _record_run(p: Any, state: RunState) -> None:
         active=state.engine.active,
         map_source=state.args.source,
         received_map=None if state.user_map is None else _png16_base64(state.user_map.values),
+        model_mask=_model_mask_channel(p),
     )
+
+
+def _model_mask_channel(p: Any) -> list | None:
+    """The mask an inpainting model receives (the image conditioning's first channel), if it takes one."""
+    conditioning = getattr(p, "image_conditioning", None)
+    if not getattr(p, "is_using_inpainting_conditioning", False) or not isinstance(conditioning, torch.Tensor):
+        return None
+    return conditioning[:, 0].float().cpu().tolist()
 
 
 def _last_run() -> dict[str, Any]:
