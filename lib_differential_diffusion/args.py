@@ -44,6 +44,8 @@ class Setting:
 
 # Written by the run itself, only where the model took an inpainting conditioning (whether the map drove it).
 MODEL_MASK_INFOTEXT_KEY = "DD model mask"
+# The host writes this one whenever the model took an inpainting mask.
+HOST_MODEL_MASK_INFOTEXT_KEY = "Conditional mask weight"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", "Differential Diffusion", "Differential Diffusion", False),
@@ -297,8 +299,8 @@ def values_from_infotext(params: Mapping[str, str]) -> dict[str, Any]:
             continue  # a hand-edited or foreign value: keep the panel's own
     if SETTINGS_BY_NAME["smooth"].infotext_key not in params:
         values["smooth"] = False  # made before smooth release existed: every strength snapped to the step grid
-    if MODEL_MASK_INFOTEXT_KEY not in params:
-        values["model_mask"] = False  # no inpainting model, or made before the map drove its mask: the host's own
+    if MODEL_MASK_INFOTEXT_KEY not in params and HOST_MODEL_MASK_INFOTEXT_KEY in params:
+        values["model_mask"] = False  # an inpainting model's run made before the map drove its mask: the host's own
     if values.get("source", SETTINGS_BY_NAME["source"].default) in USER_MAP_SOURCES:
         values["enabled"] = False
     return values

@@ -895,7 +895,10 @@ def test_infotext_round_trip_restores_the_settings(host):
     assert params["DD smooth"] == "False"
     restored = _paste(host, params)
     note = restored.pop("paste note")
-    assert restored == {"enabled": False, "source": "map", "model_mask": False, **settings}  # no inpainting model: no key
+    assert restored == {"enabled": False, "source": "map", **settings}  # no inpainting model: the model mask as the panel has it
+    # An inpainting model's run from before the setting existed: the host's own mask.
+    assert _paste(host, {**params, "Conditional mask weight": "1.0"})["model_mask"] is False
+    assert _paste(host, {**params, "Conditional mask weight": "1.0", "DD model mask": "True"})["model_mask"] is True
     # Smooth on is restored on; an infotext from before the setting existed was made snapped.
     assert _paste(host, {**params, "DD smooth": "True"})["smooth"] is True
     assert _paste(host, {key: value for key, value in params.items() if key != "DD smooth"})["smooth"] is False
@@ -913,7 +916,7 @@ def test_infotext_round_trip_restores_the_settings(host):
     fan = make_p(host, ui_values(source="fan", fan_count=5, fan_layout="radial sectors", **settings))
     host.runner.before_process(fan)
     restored = _paste(host, _parse_infotext(_infotext(fan.extra_generation_params)))
-    assert restored == {"enabled": True, "source": "fan", "fan_count": 5, "fan_layout": "radial sectors", "model_mask": False, **settings}
+    assert restored == {"enabled": True, "source": "fan", "fan_count": 5, "fan_layout": "radial sectors", **settings}
     assert_no_hook_errors(host)
 
 
