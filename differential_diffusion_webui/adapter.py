@@ -251,23 +251,20 @@ def process(p: Any) -> None:
 
 
 def condition_with_map(p: Any, state: RunState) -> None:
-    """An inpainting model's mask (and masked image) from the map: ``p.img2img_image_conditioning``,
-    which the host calls in ``p.init`` with its own mask (none in the img2img tab: all masked), gets
-    the map's strengths instead, soft, so a kept pixel is context and a changing one is masked. The
-    host's function builds the rest (its "Conditional mask weight" included); models with other image
-    conditioning (depth, instruct-pix2pix, unCLIP) do not read the mask there. For this ``p`` only."""
-    own = p.img2img_image_conditioning
+    """An inpainting model's mask (and masked image) from the map. The host calls
+    ``p.inpainting_image_conditioning`` in ``p.init`` for models that take one (hybrid/concat, SDXL
+    inpainting), with its own mask (none in the img2img tab: all masked); it gets the map's strengths
+    instead, soft, so a kept pixel is context and a changing one is masked. The host's function builds
+    the rest, its "Conditional mask weight" included. Other models never call it. For this ``p`` only."""
+    own = p.inpainting_image_conditioning
 
-    def img2img_image_conditioning(source_image: torch.Tensor, latent_image: torch.Tensor, image_mask: Any = None, round_image_mask: bool = True) -> torch.Tensor:
+    def inpainting_image_conditioning(source_image: torch.Tensor, latent_image: torch.Tensor, image_mask: Any = None, round_image_mask: bool = True) -> torch.Tensor:
+        p.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = state.args.model_mask
         if not state.args.model_mask:
-            conditioning = own(source_image, latent_image, image_mask, round_image_mask)
-        else:
-            conditioning = own(source_image, latent_image, image_mask=model_mask(p, state, source_image), round_image_mask=False)
-        if getattr(p, "is_using_inpainting_conditioning", False):
-            p.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = state.args.model_mask
-        return conditioning
+            return own(source_image, latent_image, image_mask=image_mask, round_image_mask=round_image_mask)
+        return own(source_image, latent_image, image_mask=model_mask(p, state, source_image), round_image_mask=False)
 
-    p.img2img_image_conditioning = img2img_image_conditioning
+    p.inpainting_image_conditioning = inpainting_image_conditioning
 
 
 def model_mask(p: Any, state: RunState, source_image: torch.Tensor) -> torch.Tensor:
