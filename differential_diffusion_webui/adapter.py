@@ -24,6 +24,7 @@ from lib_differential_diffusion.api_guard import GUARDED_API_PATHS, ArgsShapeGua
 from lib_differential_diffusion.args import (
     ELEM_PREFIX,
     INFOTEXT_KEYS,
+    MODEL_MASK_INFOTEXT_KEY,
     PANEL_DEFAULT_NAMES,
     SETTINGS_BY_NAME,
     XYZ_AXES,
@@ -241,8 +242,38 @@ def before_process(p: Any, script_args: tuple) -> None:
 
 @own_time
 def process(p: Any) -> None:
-    if state_of(p) is not None and getattr(p, "image_mask", None) is not None:
+    state = state_of(p)
+    if state is None:
+        return
+    if getattr(p, "image_mask", None) is not None:
         p.mask_round = False  # strengths are map x soft mask: keep the WebUI's mask soft too
+    condition_with_map(p, state)
+
+
+def condition_with_map(p: Any, state: RunState) -> None:
+    """An inpainting model's mask (and masked image) from the map. The host calls
+    ``p.inpainting_image_conditioning`` in ``p.init`` for models that take one (hybrid/concat, SDXL
+    inpainting), with its own mask (none in the img2img tab: all masked); it gets the map's strengths
+    instead, soft, so a kept pixel is context and a changing one is masked. The host's function builds
+    the rest, its "Conditional mask weight" included. Other models never call it. For this ``p`` only."""
+    own = p.inpainting_image_conditioning
+
+    def inpainting_image_conditioning(source_image: torch.Tensor, latent_image: torch.Tensor, image_mask: Any = None, round_image_mask: bool = True) -> torch.Tensor:
+        p.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = state.args.model_mask
+        if not state.args.model_mask:
+            return own(source_image, latent_image, image_mask=image_mask, round_image_mask=round_image_mask)
+        return own(source_image, latent_image, image_mask=model_mask(p, state, source_image), round_image_mask=False)
+
+    p.inpainting_image_conditioning = inpainting_image_conditioning
+
+
+def model_mask(p: Any, state: RunState, source_image: torch.Tensor) -> torch.Tensor:
+    """[batch, 1, h, w] strengths (before the slider) of each batch image, at the source image's size."""
+    rows = [torch.from_numpy(np.ascontiguousarray(strengths_of(p, state, init_image_index(p, index)).values)) for index in range(source_image.shape[0])]
+    mask = torch.stack(rows)[:, None].to(device=source_image.device, dtype=source_image.dtype)
+    if mask.shape[-2:] != source_image.shape[-2:]:  # "latent upscale" encodes the init image at its own size
+        mask = torch.nn.functional.interpolate(mask, size=source_image.shape[-2:], mode="bilinear", align_corners=False)
+    return mask
 
 
 # --- strengths ------------------------------------------------------------------------
@@ -752,7 +783,16 @@ def _record_run(p: Any, state: RunState) -> None:
         active=state.engine.active,
         map_source=state.args.source,
         received_map=None if state.user_map is None else _png16_base64(state.user_map.values),
+        model_mask=_model_mask_channel(p),
     )
+
+
+def _model_mask_channel(p: Any) -> list | None:
+    """The mask an inpainting model receives (the image conditioning's first channel), if it takes one."""
+    conditioning = getattr(p, "image_conditioning", None)
+    if not getattr(p, "is_using_inpainting_conditioning", False) or not isinstance(conditioning, torch.Tensor):
+        return None
+    return conditioning[:, 0].float().cpu().tolist()
 
 
 def _last_run() -> dict[str, Any]:

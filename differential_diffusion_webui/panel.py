@@ -100,6 +100,7 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
             invert = gr.Checkbox(**_setting_kwargs("invert", defaults))
             preserve = gr.Checkbox(**_setting_kwargs("preserve", defaults))
             smooth = gr.Checkbox(**_setting_kwargs("smooth", defaults))
+            model_mask = gr.Checkbox(**_setting_kwargs("model_mask", defaults))
         with gr.Row():
             sliders = {name: _slider(name, defaults) for name in ("gamma", "blur", "low", "high")}
         with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_draw_group") as draw_group:
@@ -131,7 +132,7 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
         preview = gr.Image(label="Preview: map over the image, strengths, then released regions step by step", interactive=False, height=200, elem_id=f"{ELEM_PREFIX}_preview")
 
     components = {
-        "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "smooth": smooth, "map_folder": map_folder,
+        "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "smooth": smooth, "model_mask": model_mask, "map_folder": map_folder,
         "fan_count": fan_count, "fan_layout": fan_layout, "drawn_map": drawn_map, **sliders,
     }  # fmt: skip
     ordered = [components[name] for name in POSITIONAL_ORDER]

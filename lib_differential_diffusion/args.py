@@ -42,6 +42,11 @@ class Setting:
         return f"{ELEM_PREFIX}_{self.name}"
 
 
+# Written by the run itself, only where the model took an inpainting conditioning (whether the map drove it).
+MODEL_MASK_INFOTEXT_KEY = "DD model mask"
+# The host writes this one whenever the model took an inpainting mask.
+HOST_MODEL_MASK_INFOTEXT_KEY = "Conditional mask weight"
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", "Differential Diffusion", "Differential Diffusion", False),
     Setting(
@@ -100,6 +105,12 @@ SETTINGS: tuple[Setting, ...] = (
         info="A pixel whose strength falls between two sampling steps is released partly in the step between "
         "them, so a gradient changes gradually even at 4-8 steps. Off: every strength snaps to the step grid "
         "(the results of earlier versions, bit for bit).",
+    ),
+    Setting(
+        "model_mask", "Map as an inpainting model's mask", MODEL_MASK_INFOTEXT_KEY, True, panel_default=True,
+        info="Inpainting checkpoints (SD1/SD2 inpainting, SDXL inpainting) take a mask and the masked image: the map's "
+        "strengths become that mask, so the model sees the kept pixels as context and fills what the map changes. "
+        "Off: the host's own mask (in the img2img tab: all changing, no context).",
     ),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -181,6 +192,7 @@ class DifferentialDiffusionArgs:
     fan_layout: str = FAN_LAYOUTS[0]
     drawn_map: str = ""
     smooth: bool = True
+    model_mask: bool = True
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:
@@ -248,6 +260,8 @@ class DifferentialDiffusionArgs:
         for setting in SETTINGS:
             if setting.name in FAN_SETTING_NAMES and self.source != "fan":
                 continue  # fan options only matter, and are only written, for a fan
+            if setting.infotext_key == MODEL_MASK_INFOTEXT_KEY:
+                continue  # only for models that take a mask: the run writes it
             if setting.infotext_key is not None:
                 result[setting.infotext_key] = getattr(self, setting.name)
         if map_hash:
@@ -285,6 +299,8 @@ def values_from_infotext(params: Mapping[str, str]) -> dict[str, Any]:
             continue  # a hand-edited or foreign value: keep the panel's own
     if SETTINGS_BY_NAME["smooth"].infotext_key not in params:
         values["smooth"] = False  # made before smooth release existed: every strength snapped to the step grid
+    if MODEL_MASK_INFOTEXT_KEY not in params and HOST_MODEL_MASK_INFOTEXT_KEY in params:
+        values["model_mask"] = False  # an inpainting model's run made before the map drove its mask: the host's own
     if values.get("source", SETTINGS_BY_NAME["source"].default) in USER_MAP_SOURCES:
         values["enabled"] = False
     return values
@@ -345,12 +361,12 @@ assert FIELD_NAMES == POSITIONAL_ORDER, "the settings table and the args model m
 
 # --- X/Y/Z plot axes ---------------------------------------------------------------
 
-XYZ_AXES = ("enabled", "invert", "gamma", "blur", "low", "high", "smooth")
+XYZ_AXES = ("enabled", "invert", "gamma", "blur", "low", "high", "smooth", "model_mask")
 """Settings the X/Y/Z plot can sweep (a fan is a sweep of its own)."""
 
 
 def axis_label(name: str) -> str:
-    return f"[{EXTENSION_NAME}] {name.capitalize()}"
+    return f"[{EXTENSION_NAME}] {name.replace('_', ' ').capitalize()}"
 
 
 def axis_value(name: str, value: Any, *, check_range: bool = False) -> Any:

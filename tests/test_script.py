@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from lib_differential_diffusion.api_guard import ArgsShapeGuard
@@ -44,7 +45,8 @@ STANDIN = ROOT / "tests" / "standin"
 SCRIPT_PATH = ROOT / "scripts" / "differential_diffusion.py"
 STANDIN_TOP_LEVEL = {"modules", "gradio", "fake_img2img", "differential_diffusion_webui"}  # the glue imports the stand-in
 SIZE = 64
-DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key and s.name not in FAN_SETTING_NAMES} | {MAP_HASH_INFOTEXT_KEY}  # a map run's
+# A map run's (the model mask's key only where the model takes an inpainting mask).
+DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key and s.name not in FAN_SETTING_NAMES and s.name != "model_mask"} | {MAP_HASH_INFOTEXT_KEY}
 
 
 # --- loading the script on the stand-in host -----------------------------------------
@@ -765,9 +767,9 @@ def test_xyz_axes_are_registered_once(host, xyz):
     host.script_callbacks.before_ui_callback()
     host.script_callbacks.before_ui_callback()  # UI reload
     labels = [option.label for option in xyz.axis_options if option.label.startswith("[Differential Diffusion]")]
-    assert labels == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High", "Smooth")]
+    assert labels == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High", "Smooth", "Model mask")]
     assert all(isinstance(option, xyz.AxisOptionImg2Img) for option in xyz.axis_options[2:])
-    assert [option.type for option in xyz.axis_options[2:]] == [str, str, float, float, float, float, str]
+    assert [option.type for option in xyz.axis_options[2:]] == [str, str, float, float, float, float, str, str]
     assert _axis(xyz, "Smooth").choices() == ["True", "False"]
     assert _axis(xyz, "Enabled").choices() == ["True", "False"]
     assert_no_hook_errors(host)
@@ -893,7 +895,10 @@ def test_infotext_round_trip_restores_the_settings(host):
     assert params["DD smooth"] == "False"
     restored = _paste(host, params)
     note = restored.pop("paste note")
-    assert restored == {"enabled": False, "source": "map", **settings}
+    assert restored == {"enabled": False, "source": "map", **settings}  # no inpainting model: the model mask as the panel has it
+    # An inpainting model's run from before the setting existed: the host's own mask.
+    assert _paste(host, {**params, "Conditional mask weight": "1.0"})["model_mask"] is False
+    assert _paste(host, {**params, "Conditional mask weight": "1.0", "DD model mask": "True"})["model_mask"] is True
     # Smooth on is restored on; an infotext from before the setting existed was made snapped.
     assert _paste(host, {**params, "DD smooth": "True"})["smooth"] is True
     assert _paste(host, {key: value for key, value in params.items() if key != "DD smooth"})["smooth"] is False
@@ -1434,4 +1439,40 @@ def test_sd_upscale_fan_spans_the_whole_image_without_labelled_tiles(host):
     original = pixels(init)
     assert np.array_equal(result[:, :60], original[:, :60])  # region #1 (strength 0) is the first third of the whole image
     assert not np.array_equal(result[:, 140:], original[:, 140:])
+    assert_no_hook_errors(host)
+
+
+# --- inpainting models: the map as the model's mask ------------------------------------------------
+
+
+def test_an_inpainting_model_gets_the_maps_strengths_as_its_mask(host):
+    """The mask channel is the map's strengths (before the slider), soft, reduced to the latent by
+    the host's own function; the masked image is the init image with the map's share blanked."""
+    change_map = ramp_map()
+    p, _ = generate(host, ui_values(map=change_map), inpainting_model=True)
+    strengths = torch.from_numpy(p.differential_diffusion_state_seen.strengths[(0, False)].values)[None, None]
+    assert torch.equal(p.image_conditioning[:, :1], F.interpolate(strengths, size=p.init_latent.shape[-2:]))
+    source = torch.from_numpy(host_init_image(host, p).astype(np.float32) / 255.0).permute(2, 0, 1)[None] * 2 - 1
+    assert torch.equal(p.image_conditioning[:, 1:], host.driver.encode((source * (1 - strengths)) * 0.5 + 0.5))
+    mask = p.image_conditioning[:, 0]
+    assert float(mask.min()) == 0.0 and bool(((mask > 0) & (mask < 1)).any())  # kept pixels are context; the mask is soft
+    assert p.extra_generation_params["DD model mask"] is True
+    assert_no_hook_errors(host)
+
+
+def test_model_mask_off_or_all_white_is_the_hosts_own_conditioning(host):
+    p_plain, _ = plain(host, inpainting_model=True)
+    assert bool((p_plain.image_conditioning[:, 0] == 1).all())  # the img2img tab: all masked, a blank masked image
+    ones, _ = generate(host, ui_values(map=gray(np.ones((SIZE, SIZE)))), inpainting_model=True)
+    assert torch.equal(ones.image_conditioning, p_plain.image_conditioning)  # all changing: the host's own all-ones mask
+    off, _ = generate(host, ui_values(map=ramp_map(), model_mask=False), inpainting_model=True)
+    assert torch.equal(off.image_conditioning, p_plain.image_conditioning)
+    assert off.extra_generation_params["DD model mask"] is False
+    assert_no_hook_errors(host)
+
+
+def test_a_model_without_an_inpainting_mask_keeps_its_conditioning_and_infotext(host):
+    p, _ = generate(host, ui_values(map=ramp_map()))
+    assert torch.equal(p.image_conditioning, torch.zeros(1, 5, 1, 1))
+    assert "DD model mask" not in p.extra_generation_params
     assert_no_hook_errors(host)

@@ -327,8 +327,15 @@ class StableDiffusionProcessingImg2Img:
         inpainting_mask_invert: int = 0,
         faults: dict[int, Any] | None = None,
         prompt_schedule: list[tuple[int, torch.Tensor]] | None = None,
+        inpainting_model: bool = False,
+        inpainting_mask_weight: float = 1.0,
     ) -> None:
         self.init_images = init_images
+        # A model whose UNet takes a mask and the masked image (conditioning_key hybrid); the stand-in's
+        # sampler does not read the conditioning, the tests read p.image_conditioning.
+        self.inpainting_model = inpainting_model
+        self.inpainting_mask_weight = inpainting_mask_weight
+        self.is_using_inpainting_conditioning = False
         self.script_args = script_args
         self.scripts = scripts
         self.width, self.height = width, height
@@ -447,6 +454,32 @@ class StableDiffusionProcessingImg2Img:
             latmask = np.tile(latmask[None], (self.init_latent.shape[1], 1, 1))
             self.mask = torch.asarray(1.0 - latmask)
             self.nmask = torch.asarray(latmask)
+
+        self.image_conditioning = self.img2img_image_conditioning(image * 2 - 1, self.init_latent, image_mask, self.mask_round)
+
+    def inpainting_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
+        """v1.10.1's, with the stand-in's encoder: [mask reduced to the latent (nearest), masked image's latent]."""
+        self.is_using_inpainting_conditioning = True
+        if image_mask is not None:
+            if torch.is_tensor(image_mask):
+                conditioning_mask = image_mask
+            else:
+                conditioning_mask = torch.from_numpy((np.array(image_mask.convert("L")).astype(np.float32) / 255.0)[None, None])
+                if round_image_mask:
+                    conditioning_mask = torch.round(conditioning_mask)
+        else:
+            conditioning_mask = source_image.new_ones(1, 1, *source_image.shape[-2:])
+        conditioning_mask = conditioning_mask.to(device=source_image.device, dtype=source_image.dtype)
+        conditioning_image = torch.lerp(source_image, source_image * (1.0 - conditioning_mask), self.inpainting_mask_weight)
+        conditioning_image = encode(conditioning_image * 0.5 + 0.5)
+        conditioning_mask = F.interpolate(conditioning_mask, size=latent_image.shape[-2:])
+        conditioning_mask = conditioning_mask.expand(conditioning_image.shape[0], -1, -1, -1)
+        return torch.cat([conditioning_mask, conditioning_image], dim=1)
+
+    def img2img_image_conditioning(self, source_image, latent_image, image_mask=None, round_image_mask=True):
+        if self.inpainting_model:
+            return self.inpainting_image_conditioning(source_image, latent_image, image_mask=image_mask, round_image_mask=round_image_mask)
+        return latent_image.new_zeros(latent_image.shape[0], 5, 1, 1)
 
     def setup_conds(self) -> None:
         """``setup_conds``: c (composable, scheduled) and uc (scheduled) for this batch's images."""

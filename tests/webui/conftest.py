@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from webui import host as _host
-from webui.host import SD1, SD3, SDXL, UI, ServerManager
+from webui.host import SD1, SD1_INPAINT, SD3, SDXL, UI, ServerManager
 
 HERE = Path(__file__).resolve().parent
 
-SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI}
+SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI, "sd1_inpaint_server": SD1_INPAINT}
 _SERVER_ORDER = list(SERVER_FIXTURES)
 # A server fixture implies a capability of the host (host.CAPABILITIES).
 FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3"}
@@ -113,6 +113,12 @@ def sdxl_server(webui_servers):
 def sd3_server(webui_servers):
     """API-only WebUI with a generated SD3 checkpoint (flow matching; T5 off), warmed up."""
     return webui_servers.acquire(SD3)
+
+
+@pytest.fixture(scope="session")
+def sd1_inpaint_server(webui_servers):
+    """API-only WebUI with a 9-channel inpainting SD1 made from sd1_graded at test time, warmed up."""
+    return webui_servers.acquire(SD1_INPAINT)
 
 
 @pytest.fixture(scope="session")

@@ -332,7 +332,10 @@ class HostConfig:
                 args += ["--webui-root", str(ldm_root)]
             cache.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
-            command = [str(self.python), str(self.fixtures / recipe["script"]), "--out", str(partial), *args]
+            script = (Path(__file__).resolve().parent if recipe.get("ours") else self.fixtures) / recipe["script"]
+            if recipe.get("fixtures_arg"):
+                args += ["--fixtures", str(self.fixtures)]
+            command = [str(self.python), str(script), "--out", str(partial), *args]
             done = subprocess.run(command, capture_output=True, text=True, timeout=900)
             if done.returncode != 0 or not partial.is_file():
                 raise RuntimeError(f"could not generate the {kind} checkpoint: {' '.join(command)}\n{done.stderr[-2000:]}")
@@ -401,6 +404,7 @@ UI = ServerSpec("ui", "sd1_graded", ui=True)
 # SD3 (flow matching): a seeded random checkpoint generated into the cache. T5 stays off (a full T5
 # would need about 19 GB); the server needs about 5 GB (CLIP-G is built full size).
 SD3 = ServerSpec("sd3", "sd3_tiny", options=(("sd3_enable_t5", False),), generated="sd3")
+SD1_INPAINT = ServerSpec("sd1_inpaint", "sd1_inpaint_graded", generated="sd1_inpaint")
 
 GENERATED_CHECKPOINTS = {
     "sd3": {
@@ -412,6 +416,9 @@ GENERATED_CHECKPOINTS = {
     # weights (about 600 MiB, 15-45 s each); the generator imports a WebUI tree's ldm code ("ldm").
     "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},
     "sd15_b": {"stem": "sd15_rand_small_seed4321", "script": "make_sd15_checkpoint.py", "args": ("--seed", "4321"), "ldm": True},
+    # A 9-channel inpainting SD1 made from sd1_graded (this folder's make_inpaint_checkpoint.py; 16 MiB,
+    # under a second), with its config beside it.
+    "sd1_inpaint": {"stem": "sd1_inpaint_graded", "script": "make_inpaint_checkpoint.py", "args": (), "ours": True, "fixtures_arg": True},
     # Given by hand only (no generator here; _SDXL_STAND_INS): full-size SDXL base and refiner.
     "sdxl_full": {"stem": "sdxl_full_base", "script": None, "env": "SD_WEBUI_SDXL_CKPT"},
     "sdxl_refiner_full": {"stem": "sdxl_full_refiner", "script": None, "env": "SD_WEBUI_SDXL_REFINER_CKPT"},
@@ -542,6 +549,9 @@ class WebUIServer:
             link = ckpt_dir / source.name
             if not link.is_symlink():
                 link.symlink_to(source)
+            config = source.with_suffix(".yaml")  # the model's config beside it (the WebUI reads <name>.yaml)
+            if config.is_file() and not link.with_suffix(".yaml").is_symlink():
+                link.with_suffix(".yaml").symlink_to(config)
             links.append(link)
         return ckpt_dir, links[0]
 

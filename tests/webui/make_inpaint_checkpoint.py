@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Write a seeded 9-channel ("inpainting") SD1 test checkpoint from the graded fixture.
+
+An inpainting checkpoint's UNet takes 9 input channels: the noisy latent (4), the
+conditioning mask (1) and the latent of the masked image (4); the WebUI builds the last
+five (``img2img_image_conditioning``) for models whose config says ``conditioning_key:
+hybrid``. This copies ``sd1_graded`` (its trained VAE, so how much an image changes is
+meaningful), widens the UNet's first convolution to 9 input channels (the first 4 as they
+are, the other 5 seeded random at the same spread, so the mask and the masked image really
+change the prediction) and writes the fixture's config beside it with
+``LatentInpaintDiffusion``, ``conditioning_key: hybrid`` and ``in_channels: 9``. Same
+arguments, same bytes. Torch, safetensors and PyYAML only.
+
+    python make_inpaint_checkpoint.py --fixtures <webui-fixtures> --out <cache dir>/sd1_inpaint_graded.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+FIRST_CONV = "model.diffusion_model.input_blocks.0.0.weight"
+EXTRA_CHANNELS = 5  # the conditioning mask and the masked image's latent
+
+
+def inpainting_config(config: dict) -> dict:
+    model = config["model"]
+    model["target"] = "ldm.models.diffusion.ddpm.LatentInpaintDiffusion"
+    model["params"]["conditioning_key"] = "hybrid"
+    model["params"]["finetune_keys"] = None
+    model["params"]["unet_config"]["params"]["in_channels"] = 4 + EXTRA_CHANNELS
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fixtures", required=True, type=Path, help="the webui-fixtures folder (ckpt/sd1_graded.*)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    source = args.fixtures / "ckpt" / "sd1_graded"
+    weights = load_file(str(source.with_suffix(".safetensors")))
+    first = weights[FIRST_CONV]
+    generator = torch.Generator().manual_seed(args.seed)
+    extra = torch.randn((first.shape[0], EXTRA_CHANNELS, *first.shape[2:]), generator=generator) * first.float().std()
+    weights[FIRST_CONV] = torch.cat([first, extra.to(first.dtype)], dim=1).contiguous()
+    config = inpainting_config(yaml.safe_load(source.with_suffix(".yaml").read_text()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(args.out.name + ".partial")
+    save_file(weights, str(partial), metadata={"note": f"sd1_graded widened to 9 input channels (seed {args.seed}); test checkpoint"})
+    args.out.with_suffix(".yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    os.replace(partial, args.out)
+
+
+if __name__ == "__main__":
+    main()
