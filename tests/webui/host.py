@@ -141,6 +141,7 @@ CAPABILITIES = {
     "soft_inpainting": "soft inpainting changes the masked area (its final composite keeps the inpainted pixels)",
     "cfg_from_first_call": "CFG on every model call unless skip early CFG asks otherwise (a pixel released mid-run "
                            "then takes its first step as plain img2img takes its own)",
+    "steady_model_swap": "the first generation after a refiner run swaps the base model back repeats the baseline bit for bit",
 }
 
 _FORGE_ARGS = ("--skip-prepare-environment", "--skip-python-version-check", "--skip-torch-cuda-test", "--skip-version-check")
@@ -217,7 +218,9 @@ PROFILES = {
                ("sd3", "has no SD3 support"),
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
                                        "(`0 <= step/total <= skip`), so a pixel released mid-run takes its first step with CFG "
-                                       "where plain img2img's first step has none (README, Limits)")),
+                                       "where plain img2img's first step has none (README, Limits)"),
+               ("steady_model_swap", "the first plain generation after a refiner run differs from the baseline (max 28/255, "
+                                     "measured with and without the extension in the run before); the next repeats it")),
         # Its own list: schedulers are part of the sampler names (no p.scheduler).
         extra_samplers=(
             "DPM++ 2M Karras", "DPM++ SDE Karras", "DPM++ 2M SDE Exponential", "DPM++ 2M SDE Karras",

@@ -563,8 +563,10 @@ def test_working_refiner_leaves_later_generations_untouched(webui_servers, broke
     FIGURES.append(f"working refiner (sd1_rand at 0.5): max change of the next 2 plain runs vs the baseline, per round: "
                    f"{dict(after)}; refined runs repeat: "
                    f"{ {kind: images_equal(*images) for kind, images in refined.items()} }")
-    assert after["plain"] == [[0, 0], [0, 0]], f"the host's own refiner swap changed later plain runs: {dict(after)}"
-    assert after["DD"] == [[0, 0], [0, 0]], f"plain runs after a DD refiner run differ from the baseline: {dict(after)}"
+    # The extension leaves no more trace than the host's own swap; where that swap is steady, none at all.
+    assert after["DD"] == after["plain"], f"plain runs after a DD refiner run differ from those after a plain one: {dict(after)}"
+    if not server.host.profile.cannot("steady_model_swap"):
+        assert after["plain"] == [[0, 0], [0, 0]], f"the host's own refiner swap changed later plain runs: {dict(after)}"
     for kind, (first, second) in refined.items():
         assert images_equal(first, second), f"{kind} refiner run not reproducible: max {max_change(first, second)}"
     base.assert_untouched("working refiner runs")
