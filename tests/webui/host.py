@@ -219,8 +219,10 @@ PROFILES = {
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
                                        "(`0 <= step/total <= skip`), so a pixel released mid-run takes its first step with CFG "
                                        "where plain img2img's first step has none (README, Limits)"),
-               ("steady_model_swap", "the first plain generation after a refiner run differs from the baseline (max 28/255, "
-                                     "measured with and without the extension in the run before); the next repeats it")),
+               ("steady_model_swap", "a model load draws ~38M values from the global torch RNG (its pinned transformers 4.30.2 "
+                                     "initialises CLIP's embeddings) and its VAE encode samples from that RNG, so the first "
+                                     "generation after a refiner run swaps the base back differs (max 28/255, the plain control "
+                                     "too); the next repeats the baseline")),
         # Its own list: schedulers are part of the sampler names (no p.scheduler).
         extra_samplers=(
             "DPM++ 2M Karras", "DPM++ SDE Karras", "DPM++ 2M SDE Exponential", "DPM++ 2M SDE Karras",
