@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI, "sd1_inpaint_server": SD1_INPAINT}
 _SERVER_ORDER = list(SERVER_FIXTURES)
 # A server fixture implies a capability of the host (host.CAPABILITIES).
-FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3"}
+FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "sd1_inpaint_server": "sd1_inpainting"}
 
 _HOST, _SKIP_REASON = _host.find_host()
 _MANAGER: ServerManager | None = None

@@ -141,6 +141,7 @@ CAPABILITIES = {
     "soft_inpainting": "soft inpainting changes the masked area (its final composite keeps the inpainted pixels)",
     "cfg_from_first_call": "CFG on every model call unless skip early CFG asks otherwise (a pixel released mid-run "
                            "then takes its first step as plain img2img takes its own)",
+    "sd1_inpainting": "a 9-channel SD1 inpainting checkpoint made from the graded fixture at test time (make_inpaint_checkpoint.py)",
     "steady_model_swap": "the first generation after a refiner run swaps the base model back repeats the baseline bit for bit",
 }
 
@@ -158,6 +159,8 @@ _SDXL_FULL = dict(
     stand_in_args=(("sdxl_full", ("--unet-in-bf16", "--clip-in-fp16")),))
 _SDXL_FULL_ONLY = ("builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load "
                    "(set SD_WEBUI_SDXL_CKPT and SD_WEBUI_SDXL_REFINER_CKPT to full-size ones)")
+_NO_SD1_INPAINTING = ("sd1_inpainting", "loads SD1 only in the SD1.5 layout: the 9-channel checkpoint made from the small graded "
+                                          "fixture does not load, and no SD1.5-layout inpainting stand-in is made yet")
 _SOFT_NO_OP = ("soft_inpainting", "soft inpainting returns the input image unchanged (a known host no-op, Forge issue #490)")
 _ENCODE_DRAWS = ("steady_encode", "its VAE encode draws visibly from the global torch RNG: a request after one with another "
                                   "seed differs by up to 45/255 (measured; the harness primes where it compares, "
@@ -181,7 +184,7 @@ PROFILES = {
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
-        lacks=(_SD15_ONLY, _ENCODE_DRAWS, _SOFT_NO_OP,
+        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING, _ENCODE_DRAWS, _SOFT_NO_OP,
                ("survives_failed_model_load", "a refiner that fails to load leaves it without a model: every later request "
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
                                               "without the extension (measured with plain requests); it also renames the file "
@@ -195,7 +198,7 @@ PROFILES = {
         # Its "stealth infotext" writes the infotext into the alpha channel's lowest bits of every saved
         # image (on when config.json lacks the key), X/Y/Z cells included: the cells come back with alpha 254.
         options=(("stealth_pnginfo_opt", "None"),),
-        lacks=(_SD15_ONLY, _SOFT_NO_OP,
+        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING, _SOFT_NO_OP,
                ("sdxl", _SDXL_FULL_ONLY),
                ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
         extra_samplers=(
@@ -213,7 +216,7 @@ PROFILES = {
     "classic": HostProfile(
         "classic", "Forge Classic", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, **_SDXL_FULL,
-        lacks=(_SD15_ONLY, _ENCODE_DRAWS,
+        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING, _ENCODE_DRAWS,
                ("sdxl", _SDXL_FULL_ONLY),
                ("sd3", "has no SD3 support"),
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
@@ -233,7 +236,7 @@ PROFILES = {
     "neo": HostProfile(
         "neo", "Forge Neo", (*_FORGE_ARGS, "--cpu"), ckpt_dir_flag="--ckpt-dirs", ckpt_flag=None,
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
-        lacks=(_SD15_ONLY,
+        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING,
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                ("sd3", "has no SD3 engine (backend/diffusion_engine)"))),
 }
