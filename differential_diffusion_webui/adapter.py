@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -247,22 +248,29 @@ def process(p: Any) -> None:
         return
     if getattr(p, "image_mask", None) is not None:
         p.mask_round = False  # strengths are map x soft mask: keep the WebUI's mask soft too
-    condition_with_map(p, state)
+    condition_with_map(p)
 
 
-def condition_with_map(p: Any, state: RunState) -> None:
+def condition_with_map(p: Any) -> None:
     """An inpainting model's mask (and masked image) from the map. The host calls
     ``p.inpainting_image_conditioning`` in ``p.init`` for models that take one (hybrid/concat, SDXL
     inpainting), with its own mask (none in the img2img tab: all masked); it gets the map's strengths
     instead, soft, so a kept pixel is context and a changing one is masked. The host's function builds
-    the rest, its "Conditional mask weight" included. Other models never call it. For this ``p`` only."""
-    own = p.inpainting_image_conditioning
+    the rest, its "Conditional mask weight" included. Other models never call it. For this ``p`` only.
+    The patch holds ``p`` weakly and finds the run's state at call time: ``p`` holding it must not keep
+    ``p`` (or the map, up to 256 MB) alive in a reference cycle once the run drops its state."""
+    own = type(p).inpainting_image_conditioning  # the class's function: a bound method would hold p
+    p_ref = weakref.ref(p)
 
     def inpainting_image_conditioning(source_image: torch.Tensor, latent_image: torch.Tensor, image_mask: Any = None, round_image_mask: bool = True) -> torch.Tensor:
-        p.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = state.args.model_mask
-        if not state.args.model_mask:
-            return own(source_image, latent_image, image_mask=image_mask, round_image_mask=round_image_mask)
-        return own(source_image, latent_image, image_mask=model_mask(p, state, source_image), round_image_mask=False)
+        p_now = p_ref()
+        run = state_of(p_now)
+        if run is None or not run.args.model_mask:
+            if run is not None:
+                p_now.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = False
+            return own(p_now, source_image, latent_image, image_mask=image_mask, round_image_mask=round_image_mask)
+        p_now.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = True
+        return own(p_now, source_image, latent_image, image_mask=model_mask(p_now, run, source_image), round_image_mask=False)
 
     p.inpainting_image_conditioning = inpainting_image_conditioning
 
