@@ -265,11 +265,11 @@ def condition_with_map(p: Any) -> None:
     def inpainting_image_conditioning(source_image: torch.Tensor, latent_image: torch.Tensor, image_mask: Any = None, round_image_mask: bool = True) -> torch.Tensor:
         p_now = p_ref()
         run = state_of(p_now)
-        if run is None or not run.args.model_mask:
-            if run is not None:
-                p_now.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = False
+        if run is None:
             return own(p_now, source_image, latent_image, image_mask=image_mask, round_image_mask=round_image_mask)
-        p_now.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = True
+        p_now.extra_generation_params[MODEL_MASK_INFOTEXT_KEY] = run.args.model_mask
+        if not run.args.model_mask:
+            return own(p_now, source_image, latent_image, image_mask=image_mask, round_image_mask=round_image_mask)
         return own(p_now, source_image, latent_image, image_mask=model_mask(p_now, run, source_image), round_image_mask=False)
 
     p.inpainting_image_conditioning = inpainting_image_conditioning

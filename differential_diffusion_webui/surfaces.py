@@ -83,7 +83,6 @@ SURFACES: tuple[Surface, ...] = (
     Surface("instance patch", "p.sampler.model_wrap_cfg.forward", ("x", "sigma"), "the blend wraps this sampler's CFG denoiser"),
     Surface("instance patch", "p.inpainting_image_conditioning", ("source_image", "latent_image", "image_mask", "round_image_mask"),
             "an inpainting model's mask from the map (called in p.init for models that take one)"),
-    Surface("p", "inpainting_image_conditioning", why="patched for this p: an inpainting model's mask from the map"),
     Surface("p", "is_using_inpainting_conditioning", why="test report: the model took an inpainting mask"),
     Surface("p", "p.sampler.get_sigmas", ("p", "steps"), "k-diffusion schedule"),
     Surface("p", "p.sampler.get_timesteps", ("p", "steps"), "timestep samplers' schedule (DDIM, PLMS, UniPC)"),
