@@ -112,6 +112,8 @@ class HostProfile:
     # (capability, stand-ins): a lack that goes away when each of these stand-ins is given by hand
     # (GENERATED_CHECKPOINTS entries that name a file in their ``env`` variable).
     lifted_by: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (GENERATED_CHECKPOINTS key, key): the generated checkpoint made in that one's place here.
+    generated_stand_ins: tuple[tuple[str, str], ...] = ()
     # (stand-in, flags): launch flags for a server that starts on that stand-in.
     stand_in_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -141,7 +143,8 @@ CAPABILITIES = {
     "soft_inpainting": "soft inpainting changes the masked area (its final composite keeps the inpainted pixels)",
     "cfg_from_first_call": "CFG on every model call unless skip early CFG asks otherwise (a pixel released mid-run "
                            "then takes its first step as plain img2img takes its own)",
-    "sd1_inpainting": "a 9-channel SD1 inpainting checkpoint made from the graded fixture at test time (make_inpaint_checkpoint.py)",
+    "sd1_inpainting": "a 9-channel SD1 inpainting checkpoint made at test time (make_inpaint_checkpoint.py: from the graded "
+                      "fixture, or the SD1.5-layout stand-in where only that loads)",
     "steady_model_swap": "the first generation after a refiner run swaps the base model back repeats the baseline bit for bit",
 }
 
@@ -149,6 +152,8 @@ _FORGE_ARGS = ("--skip-prepare-environment", "--skip-python-version-check", "--s
 _SD15_ONLY = ("graded", "loads SD1 only in the SD1.5 layout (320-channel UNet, full-size VAE and CLIP-L), so a random-weight "
                         "stand-in replaces sd1_graded: how much an image changes means nothing there")
 _SD15_STAND_INS = (("sd1_graded", "sd15"), ("sd1_rand", "sd15_b"))
+# The 9-channel checkpoint widened from the SD1.5-layout stand-in instead of the graded fixture.
+_SD15_GENERATED = (("sd1_inpaint", "sd15_inpaint"),)
 # Full-size SDXL base and refiner (random weights, made outside the project: 6.8 and 6.1 GB in fp16)
 # stand in for the fixtures' small pair on hosts that build SDXL's text encoders from fixed full-size
 # configs. Their weights stay in 16 bits (computed in fp32 on the CPU), so base and refiner fit a
@@ -159,8 +164,6 @@ _SDXL_FULL = dict(
     stand_in_args=(("sdxl_full", ("--unet-in-bf16", "--clip-in-fp16")),))
 _SDXL_FULL_ONLY = ("builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load "
                    "(set SD_WEBUI_SDXL_CKPT and SD_WEBUI_SDXL_REFINER_CKPT to full-size ones)")
-_NO_SD1_INPAINTING = ("sd1_inpainting", "loads SD1 only in the SD1.5 layout: the 9-channel checkpoint made from the small graded "
-                                          "fixture does not load, and no SD1.5-layout inpainting stand-in is made yet")
 _SOFT_NO_OP = ("soft_inpainting", "soft inpainting returns the input image unchanged (a known host no-op, Forge issue #490)")
 _ENCODE_DRAWS = ("steady_encode", "its VAE encode draws visibly from the global torch RNG: a request after one with another "
                                   "seed differs by up to 45/255 (measured; the harness primes where it compares, "
@@ -183,8 +186,8 @@ PROFILES = {
          "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check")),
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
-        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING, _ENCODE_DRAWS, _SOFT_NO_OP,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4, **_SDXL_FULL,
+        lacks=(_SD15_ONLY, _ENCODE_DRAWS, _SOFT_NO_OP,
                ("survives_failed_model_load", "a refiner that fails to load leaves it without a model: every later request "
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
                                               "without the extension (measured with plain requests); it also renames the file "
@@ -194,11 +197,11 @@ PROFILES = {
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, **_SDXL_FULL,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, **_SDXL_FULL,
         # Its "stealth infotext" writes the infotext into the alpha channel's lowest bits of every saved
         # image (on when config.json lacks the key), X/Y/Z cells included: the cells come back with alpha 254.
         options=(("stealth_pnginfo_opt", "None"),),
-        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING, _SOFT_NO_OP,
+        lacks=(_SD15_ONLY, _SOFT_NO_OP,
                ("sdxl", _SDXL_FULL_ONLY),
                ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
         extra_samplers=(
@@ -215,8 +218,8 @@ PROFILES = {
             "DPM++ 2S Ancestral CFG++ Intern", "Custom Sampler")),
     "classic": HostProfile(
         "classic", "Forge Classic", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, **_SDXL_FULL,
-        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING, _ENCODE_DRAWS,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, **_SDXL_FULL,
+        lacks=(_SD15_ONLY, _ENCODE_DRAWS,
                ("sdxl", _SDXL_FULL_ONLY),
                ("sd3", "has no SD3 support"),
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
@@ -235,8 +238,9 @@ PROFILES = {
             "DPM++ 2M SGMUniform", "DPM++ 2M SDE SGMUniform")),
     "neo": HostProfile(
         "neo", "Forge Neo", (*_FORGE_ARGS, "--cpu"), ckpt_dir_flag="--ckpt-dirs", ckpt_flag=None,
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, gradio=4,
-        lacks=(_SD15_ONLY, _NO_SD1_INPAINTING,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4,
+        lacks=(_SD15_ONLY,
+               ("sd1_inpainting", "its inpainting-model path is not proven yet (issue 26 brings Neo into the matrix)"),
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                ("sd3", "has no SD3 engine (backend/diffusion_engine)"))),
 }
@@ -341,8 +345,10 @@ class HostConfig:
             cache.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
             script = (Path(__file__).resolve().parent if recipe.get("ours") else self.fixtures) / recipe["script"]
-            if recipe.get("fixtures_arg"):
-                args += ["--fixtures", str(self.fixtures)]
+            if recipe.get("from_fixture"):
+                args += ["--source", str(self.ckpt(recipe["from_fixture"]))]
+            if recipe.get("from_generated"):
+                args += ["--source", str(self.generated_ckpt(recipe["from_generated"]))]
             command = [str(self.python), str(script), "--out", str(partial), *args]
             done = subprocess.run(command, capture_output=True, text=True, timeout=900)
             if done.returncode != 0 or not partial.is_file():
@@ -425,8 +431,11 @@ GENERATED_CHECKPOINTS = {
     "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},
     "sd15_b": {"stem": "sd15_rand_small_seed4321", "script": "make_sd15_checkpoint.py", "args": ("--seed", "4321"), "ldm": True},
     # A 9-channel inpainting SD1 made from sd1_graded (this folder's make_inpaint_checkpoint.py; 16 MiB,
-    # under a second), with its config beside it.
-    "sd1_inpaint": {"stem": "sd1_inpaint_graded", "script": "make_inpaint_checkpoint.py", "args": (), "ours": True, "fixtures_arg": True},
+    # under a second), with its config beside it; on the Forge family from their SD1.5-layout stand-in.
+    "sd1_inpaint": {"stem": "sd1_inpaint_graded", "script": "make_inpaint_checkpoint.py", "args": (), "ours": True,
+                    "from_fixture": "sd1_graded"},
+    "sd15_inpaint": {"stem": "sd15_inpaint_rand_small", "script": "make_inpaint_checkpoint.py", "args": (), "ours": True,
+                     "from_generated": "sd15"},
     # Given by hand only (no generator here; _SDXL_STAND_INS): full-size SDXL base and refiner.
     "sdxl_full": {"stem": "sdxl_full_base", "script": None, "env": "SD_WEBUI_SDXL_CKPT"},
     "sdxl_refiner_full": {"stem": "sdxl_full_refiner", "script": None, "env": "SD_WEBUI_SDXL_REFINER_CKPT"},
@@ -539,7 +548,8 @@ class WebUIServer:
         folder of links to the host's stand-ins, this server's own first (``HostProfile.stand_ins``;
         others that cannot be had are left out)."""
         if self.spec.generated is not None:
-            sources = [self.host.generated_ckpt(self.spec.generated)]
+            kind = self.spec.generated
+            sources = [self.host.generated_ckpt(dict(self.host.profile.generated_stand_ins).get(kind, kind))]
         elif self.host.profile.fixture_checkpoints:
             return self.host.ckpt_dir, self.host.ckpt(self.spec.ckpt)
         else:

@@ -1,17 +1,20 @@
 #!/usr/bin/env python
-"""Write a seeded 9-channel ("inpainting") SD1 test checkpoint from the graded fixture.
+"""Write a seeded 9-channel ("inpainting") SD1 test checkpoint from a 4-channel one.
 
 An inpainting checkpoint's UNet takes 9 input channels: the noisy latent (4), the
 conditioning mask (1) and the latent of the masked image (4); the WebUI builds the last
 five (``img2img_image_conditioning``) for models whose config says ``conditioning_key:
-hybrid``. This copies ``sd1_graded`` (its trained VAE, so how much an image changes is
-meaningful), widens the UNet's first convolution to 9 input channels (the first 4 as they
-are, the other 5 seeded random at the same spread, so the mask and the masked image really
-change the prediction) and writes the fixture's config beside it with
-``LatentInpaintDiffusion``, ``conditioning_key: hybrid`` and ``in_channels: 9``. Same
-arguments, same bytes. Torch, safetensors and PyYAML only.
+hybrid`` (A1111) or whose UNet has 9 input channels (the Forge family). This copies the
+source checkpoint (the graded fixture ``sd1_graded``: its trained VAE, so how much an image
+changes is meaningful; on the Forge family, which load SD1 only in the SD1.5 layout, the
+SD1.5-layout stand-in), widens the UNet's first convolution to 9 input channels (the first
+4 as they are, the other 5 seeded random at the same spread, so the mask and the masked
+image really change the prediction) and, where the source has a config beside it, writes
+it beside the output with ``LatentInpaintDiffusion``, ``conditioning_key: hybrid`` and
+``in_channels: 9``. Same arguments, same bytes. Torch, safetensors and PyYAML only.
 
-    python make_inpaint_checkpoint.py --fixtures <webui-fixtures> --out <cache dir>/sd1_inpaint_graded.safetensors
+    python make_inpaint_checkpoint.py --source <webui-fixtures>/ckpt/sd1_graded.safetensors \
+        --out <cache dir>/sd1_inpaint_graded.safetensors
 """
 from __future__ import annotations
 
@@ -38,21 +41,22 @@ def inpainting_config(config: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--fixtures", required=True, type=Path, help="the webui-fixtures folder (ckpt/sd1_graded.*)")
+    parser.add_argument("--source", required=True, type=Path, help="a 4-channel SD1 checkpoint (.safetensors; its .yaml beside it, if any)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
-    source = args.fixtures / "ckpt" / "sd1_graded"
-    weights = load_file(str(source.with_suffix(".safetensors")))
+    weights = load_file(str(args.source))
     first = weights[FIRST_CONV]
     generator = torch.Generator().manual_seed(args.seed)
     extra = torch.randn((first.shape[0], EXTRA_CHANNELS, *first.shape[2:]), generator=generator) * first.float().std()
     weights[FIRST_CONV] = torch.cat([first, extra.to(first.dtype)], dim=1).contiguous()
-    config = inpainting_config(yaml.safe_load(source.with_suffix(".yaml").read_text()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".partial")
-    save_file(weights, str(partial), metadata={"note": f"sd1_graded widened to 9 input channels (seed {args.seed}); test checkpoint"})
-    args.out.with_suffix(".yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    note = f"{args.source.stem} widened to 9 input channels (seed {args.seed}); test checkpoint"
+    save_file(weights, str(partial), metadata={"note": note})
+    if args.source.with_suffix(".yaml").is_file():
+        config = inpainting_config(yaml.safe_load(args.source.with_suffix(".yaml").read_text()))
+        args.out.with_suffix(".yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     os.replace(partial, args.out)
 
 
