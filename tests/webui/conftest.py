@@ -20,14 +20,16 @@ from pathlib import Path
 import pytest
 
 from webui import host as _host
-from webui.host import SD1, SD1_INPAINT, SD3, SDXL, UI, ServerManager
+from webui.host import SD1, SD1_INPAINT, SD3, SDXL, SDXL_INPAINT, UI, ServerManager
 
 HERE = Path(__file__).resolve().parent
 
-SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI, "sd1_inpaint_server": SD1_INPAINT}
+SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI, "sd1_inpaint_server": SD1_INPAINT,
+                   "sdxl_inpaint_server": SDXL_INPAINT}
 _SERVER_ORDER = list(SERVER_FIXTURES)
 # A server fixture implies a capability of the host (host.CAPABILITIES).
-FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "sd1_inpaint_server": "sd1_inpainting"}
+FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "sd1_inpaint_server": "sd1_inpainting",
+                "sdxl_inpaint_server": "sdxl_inpainting"}
 
 _HOST, _SKIP_REASON = _host.find_host()
 _MANAGER: ServerManager | None = None
@@ -119,6 +121,12 @@ def sd3_server(webui_servers):
 def sd1_inpaint_server(webui_servers):
     """API-only WebUI with a 9-channel inpainting SD1 made from sd1_graded at test time, warmed up."""
     return webui_servers.acquire(SD1_INPAINT)
+
+
+@pytest.fixture(scope="session")
+def sdxl_inpaint_server(webui_servers):
+    """API-only WebUI with a 9-channel SDXL inpainting checkpoint made from sdxl_base_graded at test time, warmed up."""
+    return webui_servers.acquire(SDXL_INPAINT)
 
 
 @pytest.fixture(scope="session")

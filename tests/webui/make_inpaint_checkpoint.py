@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write a seeded 9-channel ("inpainting") SD1 test checkpoint from a 4-channel one.
+"""Write a seeded 9-channel ("inpainting") SD1 or SDXL test checkpoint from a 4-channel one.
 
 An inpainting checkpoint's UNet takes 9 input channels: the noisy latent (4), the
 conditioning mask (1) and the latent of the masked image (4); the WebUI builds the last
@@ -11,7 +11,8 @@ SD1.5-layout stand-in), widens the UNet's first convolution to 9 input channels 
 4 as they are, the other 5 seeded random at the same spread, so the mask and the masked
 image really change the prediction) and, where the source has a config beside it, writes
 it beside the output with ``LatentInpaintDiffusion``, ``conditioning_key: hybrid`` and
-``in_channels: 9``. Same arguments, same bytes. Torch, safetensors and PyYAML only.
+``in_channels: 9`` (SDXL: the network's ``in_channels: 9`` only). Same arguments, same
+bytes. Torch, safetensors and PyYAML only.
 
     python make_inpaint_checkpoint.py --source <webui-fixtures>/ckpt/sd1_graded.safetensors \
         --out <cache dir>/sd1_inpaint_graded.safetensors
@@ -32,6 +33,10 @@ EXTRA_CHANNELS = 5  # the conditioning mask and the masked image's latent
 
 def inpainting_config(config: dict) -> dict:
     model = config["model"]
+    if "network_config" in model["params"]:
+        # SDXL (sgm): the host tells an inpainting model by the UNet's 9 input channels alone.
+        model["params"]["network_config"]["params"]["in_channels"] = 4 + EXTRA_CHANNELS
+        return config
     model["target"] = "ldm.models.diffusion.ddpm.LatentInpaintDiffusion"
     model["params"]["conditioning_key"] = "hybrid"
     model["params"]["finetune_keys"] = None
@@ -41,7 +46,7 @@ def inpainting_config(config: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True, type=Path, help="a 4-channel SD1 checkpoint (.safetensors; its .yaml beside it, if any)")
+    parser.add_argument("--source", required=True, type=Path, help="a 4-channel SD1 or SDXL checkpoint (.safetensors; its .yaml beside it, if any)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
