@@ -20,16 +20,16 @@ from pathlib import Path
 import pytest
 
 from webui import host as _host
-from webui.host import SD1, SD1_INPAINT, SD3, SDXL, SDXL_INPAINT, UI, ServerManager
+from webui.host import SD1, SD1_EDIT, SD1_INPAINT, SD3, SDXL, SDXL_INPAINT, UI, ServerManager
 
 HERE = Path(__file__).resolve().parent
 
 SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI, "sd1_inpaint_server": SD1_INPAINT,
-                   "sdxl_inpaint_server": SDXL_INPAINT}
+                   "sdxl_inpaint_server": SDXL_INPAINT, "sd1_edit_server": SD1_EDIT}
 _SERVER_ORDER = list(SERVER_FIXTURES)
 # A server fixture implies a capability of the host (host.CAPABILITIES).
 FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "sd1_inpaint_server": "sd1_inpainting",
-                "sdxl_inpaint_server": "sdxl_inpainting"}
+                "sdxl_inpaint_server": "sdxl_inpainting", "sd1_edit_server": "instruct_pix2pix"}
 
 _HOST, _SKIP_REASON = _host.find_host()
 _MANAGER: ServerManager | None = None
@@ -127,6 +127,12 @@ def sd1_inpaint_server(webui_servers):
 def sdxl_inpaint_server(webui_servers):
     """API-only WebUI with a 9-channel SDXL inpainting checkpoint made from sdxl_base_graded at test time, warmed up."""
     return webui_servers.acquire(SDXL_INPAINT)
+
+
+@pytest.fixture(scope="session")
+def sd1_edit_server(webui_servers):
+    """API-only WebUI with an 8-channel instruct-pix2pix SD1 made from sd1_graded at test time, warmed up."""
+    return webui_servers.acquire(SD1_EDIT)
 
 
 @pytest.fixture(scope="session")

@@ -146,6 +146,8 @@ CAPABILITIES = {
     "sd1_inpainting": "a 9-channel SD1 inpainting checkpoint made at test time (make_inpaint_checkpoint.py: from the graded "
                       "fixture, or the SD1.5-layout stand-in where only that loads)",
     "sdxl_inpainting": "a 9-channel SDXL inpainting checkpoint made from the fixtures' small SDXL base at test time",
+    "instruct_pix2pix": "an 8-channel instruct-pix2pix SD1 made from the graded fixture at test time (its image conditioning "
+                        "is the host's edit path)",
     "steady_model_swap": "the first generation after a refiner run swaps the base model back repeats the baseline bit for bit",
 }
 
@@ -167,6 +169,8 @@ _SDXL_FULL_ONLY = ("builds SDXL's text encoders at full size from fixed configs:
                    "(set SD_WEBUI_SDXL_CKPT and SD_WEBUI_SDXL_REFINER_CKPT to full-size ones)")
 _NO_SMALL_SDXL_INPAINTING = ("sdxl_inpainting", "builds SDXL's text encoders at full size from fixed configs: a 9-channel "
                                                 "checkpoint made from the fixtures' small SDXL base does not load")
+_NO_SMALL_PIX2PIX = ("instruct_pix2pix", "loads SD1 only in the SD1.5 layout: the 8-channel checkpoint made from the small "
+                                         "graded fixture does not load, and no SD1.5-layout instruct-pix2pix stand-in is made")
 _SOFT_NO_OP = ("soft_inpainting", "soft inpainting returns the input image unchanged (a known host no-op, Forge issue #490)")
 _ENCODE_DRAWS = ("steady_encode", "its VAE encode draws visibly from the global torch RNG: a request after one with another "
                                   "seed differs by up to 45/255 (measured; the harness primes where it compares, "
@@ -195,7 +199,7 @@ PROFILES = {
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
                                               "without the extension (measured with plain requests); it also renames the file "
                                               "to .corrupted"),
-               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING,
+               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
                ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')")),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
@@ -205,7 +209,7 @@ PROFILES = {
         # image (on when config.json lacks the key), X/Y/Z cells included: the cells come back with alpha 254.
         options=(("stealth_pnginfo_opt", "None"),),
         lacks=(_SD15_ONLY, _SOFT_NO_OP,
-               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING,
+               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
                ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
         extra_samplers=(
             "Euler Dy", "Euler SMEA Dy", "Euler Negative", "Euler Negative Dy", "DPM++ SDE Classic", "ER SDE",
@@ -223,7 +227,7 @@ PROFILES = {
         "classic", "Forge Classic", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, **_SDXL_FULL,
         lacks=(_SD15_ONLY, _ENCODE_DRAWS,
-               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING,
+               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
                ("sd3", "has no SD3 support"),
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
                                        "(`0 <= step/total <= skip`), so a pixel released mid-run takes its first step with CFG "
@@ -245,7 +249,7 @@ PROFILES = {
         lacks=(_SD15_ONLY,
                ("sd1_inpainting", "its inpainting-model path is not proven yet (issue 26 brings Neo into the matrix)"),
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
-               _NO_SMALL_SDXL_INPAINTING,
+               _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
                ("sd3", "has no SD3 engine (backend/diffusion_engine)"))),
 }
 
@@ -424,6 +428,7 @@ UI = ServerSpec("ui", "sd1_graded", ui=True)
 SD3 = ServerSpec("sd3", "sd3_tiny", options=(("sd3_enable_t5", False),), generated="sd3")
 SD1_INPAINT = ServerSpec("sd1_inpaint", "sd1_inpaint_graded", generated="sd1_inpaint")
 SDXL_INPAINT = ServerSpec("sdxl_inpaint", "sdxl_inpaint_graded", generated="sdxl_inpaint")
+SD1_EDIT = ServerSpec("sd1_edit", "sd1_edit_graded", generated="sd1_edit")
 
 GENERATED_CHECKPOINTS = {
     "sd3": {
@@ -443,6 +448,9 @@ GENERATED_CHECKPOINTS = {
                      "from_generated": "sd15"},
     "sdxl_inpaint": {"stem": "sdxl_inpaint_graded", "script": "make_inpaint_checkpoint.py", "args": (), "ours": True,
                      "from_fixture": "sdxl_base_graded"},
+    # An 8-channel instruct-pix2pix SD1 made from sd1_graded (the same script, --kind edit).
+    "sd1_edit": {"stem": "sd1_edit_graded", "script": "make_inpaint_checkpoint.py", "args": ("--kind", "edit"), "ours": True,
+                 "from_fixture": "sd1_graded"},
     # Given by hand only (no generator here; _SDXL_STAND_INS): full-size SDXL base and refiner.
     "sdxl_full": {"stem": "sdxl_full_base", "script": None, "env": "SD_WEBUI_SDXL_CKPT"},
     "sdxl_refiner_full": {"stem": "sdxl_full_refiner", "script": None, "env": "SD_WEBUI_SDXL_REFINER_CKPT"},

@@ -77,3 +77,24 @@ class TestSDXLInpaintingCheckpoint(TestSD1InpaintingCheckpoint):
     @pytest.fixture
     def server(self, sdxl_inpaint_server):
         return sdxl_inpaint_server
+
+
+def test_instruct_pix2pix_keeps_the_hosts_image_conditioning(sd1_edit_server):
+    """An image-conditioned model that is not an inpainting one (instruct-pix2pix: the input's latent
+    as extra channels, image CFG): the map acts on the sampler only, the conditioning is the host's,
+    so the model-mask setting changes nothing and the infotext does not claim it."""
+    server = sd1_edit_server
+    edit = dict(image_cfg_scale=1.5)  # the host's three-way CFG (text, image, neither) for edit models
+    halves = make_map_image(SIZE, SIZE, kind="halves", low=0, high=255)
+    plain, _ = generate(server, **edit)
+    ones, _ = generate(server, dd(make_map_image(SIZE, SIZE, kind="constant", high=255)), **edit)
+    assert images_equal(plain, ones)
+    zeros, _ = generate(server, dd(make_map_image(SIZE, SIZE, kind="constant", high=0)), **edit)
+    assert images_equal(zeros, make_init_image(SIZE, SIZE))
+    on, response = generate(server, dd(halves), **edit)
+    off, _ = generate(server, dd(halves, model_mask=False), **edit)
+    assert images_equal(on, off)
+    assert "DD model mask" not in response_info(response)["extra_generation_params"]
+    assert not images_equal(on, plain)
+    MEASUREMENTS.append(f"instruct-pix2pix checkpoint, halves map: mean change {mean_change(on, make_init_image(SIZE, SIZE)):.2f} "
+                        f"(plain img2img {mean_change(plain, make_init_image(SIZE, SIZE)):.2f})")
