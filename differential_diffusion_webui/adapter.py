@@ -58,7 +58,7 @@ from lib_differential_diffusion.schedule import (
 from lib_differential_diffusion.strengths import pixel_strengths, preserve
 from modules import images, processing, script_callbacks, scripts, shared
 
-from . import surfaces
+from . import preprocessors, surfaces
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class RunState:
     args: DifferentialDiffusionArgs
     user_map: MapValues | None  # decoded map (sources "map" and "draw"), at its own size
     map_hash: str | None
+    image_maps: dict[int, MapValues] = field(default_factory=dict)  # source "preprocessor": each init image's own map
     strengths: dict[tuple[int, bool], MapValues] = field(default_factory=dict)  # per init image and frame, before the slider
     kept: dict[tuple[int, bool], np.ndarray] = field(default_factory=dict)  # pixels the engine never releases, same keys
     engine: DifferentialDiffusion | None = None
@@ -228,6 +229,7 @@ def before_process(p: Any, script_args: tuple) -> None:
             pixels = decode_map_image(args.user_map())
         elif args.source == "inpaint mask" and getattr(p, "image_mask", None) is None:
             raise DifferentialDiffusionError("source", "'inpaint mask' needs an inpaint mask (use an inpaint tab, or upload a map)")
+        image_maps = preprocessor_maps(p, args) if args.source == "preprocessor" else {}
         if pixels is not None:
             user_map, user_map_hash = decode_map_and_hash(pixels)
     except DifferentialDiffusionError as error:
@@ -235,10 +237,17 @@ def before_process(p: Any, script_args: tuple) -> None:
         return
     state = RunState(
         run_id=uuid.uuid4().hex, slider=float(p.denoising_strength), args=args, user_map=user_map, map_hash=user_map_hash,
+        image_maps=image_maps,
     )  # fmt: skip
     setattr(p, STATE_ATTRIBUTE, state)
     _active_run = state.run_id
     p.extra_generation_params.update(args.infotext(state.map_hash))
+
+
+def preprocessor_maps(p: Any, args: DifferentialDiffusionArgs) -> dict[int, MapValues]:
+    """Source "preprocessor": the map of each init image, made from it by the host's preprocessor
+    (at the image's own size: it then takes the image's resize and crop like an uploaded map)."""
+    return {index: decode_map_and_hash(preprocessors.make_map(args.preprocessor, image))[0] for index, image in enumerate(p.init_images)}
 
 
 @own_time
@@ -336,10 +345,12 @@ def strengths_of(p: Any, state: RunState, index: int, over_init_image: bool = Fa
             own = Geometry(init_image.size, p.width, p.height, p.resize_mode, crop_region(p))
         # A tile of tiled upscaling takes its part of the map over the whole upscaled image;
         # its own inpaint mask (outpainting tiles) is its own.
-        geometry = own if tile is None or over_init_image else Geometry(tile[1], p.width, p.height, 0, tile[0])
+        # A preprocessor's map is made from the tile itself.
+        whole_image = tile is not None and not over_init_image and state.args.source != "preprocessor"
+        geometry = Geometry(tile[1], p.width, p.height, 0, tile[0]) if whole_image else own
         mask = None if state.inpaint_mask is None else align_map(state.inpaint_mask, own)
         state.strengths[key] = pixel_strengths(
-            state.args, geometry, user_map=state.user_map, inpaint_mask=mask,
+            state.args, geometry, user_map=state.image_maps.get(index, state.user_map), inpaint_mask=mask,
             fan_box=crop_region(p) if over_init_image else None, fan_over_init_image=tile is not None and not over_init_image,
         )  # fmt: skip
     return state.strengths[key]
@@ -729,9 +740,20 @@ def xyz_module() -> Any:
 def _xyz_override(name: str) -> Callable[[Any, Any, Any], None]:
     def apply(p: Any, value: Any, _values: Any) -> None:
         # A new dict per cell: X/Y/Z shallow-copies p, so a shared dict would leak between cells.
-        setattr(p, OVERRIDES_ATTRIBUTE, {**getattr(p, OVERRIDES_ATTRIBUTE, {}), name: axis_value(name, value)})
+        override = {name: axis_value(name, value)}
+        if name == "preprocessor":
+            override["source"] = "preprocessor"  # sweeping preprocessors means the map comes from one
+        setattr(p, OVERRIDES_ATTRIBUTE, {**getattr(p, OVERRIDES_ATTRIBUTE, {}), **override})
 
     return apply
+
+
+def _xyz_confirm_preprocessors(_p: Any, values: list) -> None:
+    for value in values:
+        try:
+            preprocessors.check_name(axis_value("preprocessor", value))
+        except DifferentialDiffusionError as error:
+            raise ValueError(str(error)) from None
 
 
 def _xyz_confirm(name: str) -> Callable[[Any, list], None]:
@@ -759,7 +781,9 @@ def add_xyz_axes() -> None:
             axis_class = importlib.import_module("lib_xyz.classes").AxisOptionImg2Img
         choices = lambda: ["True", "False"]  # noqa: E731
         for name, label in zip(XYZ_AXES, labels):
-            if isinstance(SETTINGS_BY_NAME[name].default, bool):
+            if name == "preprocessor":
+                xyz.axis_options.append(axis_class(label, str, _xyz_override(name), choices=preprocessors.names, confirm=_xyz_confirm_preprocessors))
+            elif isinstance(SETTINGS_BY_NAME[name].default, bool):
                 xyz.axis_options.append(axis_class(label, str, _xyz_override(name), choices=choices))
             else:
                 xyz.axis_options.append(axis_class(label, float, _xyz_override(name), confirm=_xyz_confirm(name)))
@@ -791,6 +815,7 @@ def _record_run(p: Any, state: RunState) -> None:
         active=state.engine.active,
         map_source=state.args.source,
         received_map=None if state.user_map is None else _png16_base64(state.user_map.values),
+        image_maps=[_png16_base64(state.image_maps[index].values) for index in sorted(state.image_maps)],
         model_mask=_model_mask_channel(p),
     )
 
@@ -835,7 +860,7 @@ def add_routes(_demo: Any, app: Any) -> None:
     for route in app.routes:
         if getattr(route, "path", None) in GUARDED_API_PATHS and not isinstance(getattr(route, "app", None), ArgsShapeGuard):
             route.app = ArgsShapeGuard(route.app)
-    routes = {"/differential-diffusion/v1/schema": schema}
+    routes = {"/differential-diffusion/v1/schema": lambda: schema(preprocessors.names())}
     if TEST_HOOKS:
         routes["/differential-diffusion/v1/test/last-run"] = _last_run
         routes["/differential-diffusion/v1/test/callbacks"] = _callback_counts

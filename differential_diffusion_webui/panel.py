@@ -28,6 +28,7 @@ from lib_differential_diffusion.strengths import pixel_strengths
 from modules import shared
 from modules.ui_components import InputAccordion
 
+from . import preprocessors
 from .adapter import init_image_in_output_frame, panel_default
 
 # img2img inputs the Preview reads, by elem_id, in the preview function's order.
@@ -125,6 +126,14 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
                 )  # fmt: skip
                 fan_apply = gr.Button("Apply region's strength", elem_id=f"{ELEM_PREFIX}_fan_apply")
             fan_note = gr.HTML(elem_id=f"{ELEM_PREFIX}_fan_note")
+        with gr.Group(visible=defaults["source"] == "preprocessor", elem_id=f"{ELEM_PREFIX}_preprocessor_group") as preprocessor_group:
+            with gr.Row():
+                # Names pasted from another WebUI's infotext stay (the run then says this one lacks it).
+                preprocessor = gr.Dropdown(choices=preprocessors.names(), allow_custom_value=True, **_setting_kwargs("preprocessor", defaults))
+                depth = background_preprocessor(preprocessors.names())
+                background = gr.Button(
+                    "Change the background (depth, inverted)", visible=depth is not None, elem_id=f"{ELEM_PREFIX}_change_background",
+                )  # fmt: skip
         map_folder = gr.Textbox(placeholder="optional: a folder of maps named like the batch's input images", **_setting_kwargs("map_folder", defaults))
         preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
         preview_error = gr.HTML(elem_id=f"{ELEM_PREFIX}_preview_error")
@@ -133,14 +142,19 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
 
     components = {
         "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "smooth": smooth, "model_mask": model_mask, "map_folder": map_folder,
-        "fan_count": fan_count, "fan_layout": fan_layout, "drawn_map": drawn_map, **sliders,
+        "fan_count": fan_count, "fan_layout": fan_layout, "drawn_map": drawn_map, "preprocessor": preprocessor, **sliders,
     }  # fmt: skip
     ordered = [components[name] for name in POSITIONAL_ORDER]
     _wire_preview(host_components, preview_button, ordered, preview, preview_error)
     _wire_fan_apply(host_components, fan_apply, fan_region, components, fan_note)
     source.change(
-        fn=lambda value: (gr.update(visible=value == "fan"), gr.update(visible=value == "draw")),
-        inputs=[source], outputs=[fan_group, draw_group], show_progress=False,
+        fn=lambda value: (gr.update(visible=value == "fan"), gr.update(visible=value == "draw"), gr.update(visible=value == "preprocessor")),
+        inputs=[source], outputs=[fan_group, draw_group, preprocessor_group], show_progress=False,
+    )  # fmt: skip
+    # One click for the commonest wish: depth is bright near, so inverted it changes the far things.
+    background.click(
+        fn=lambda: (True, "preprocessor", depth, True),
+        inputs=[], outputs=[enabled, source, preprocessor, invert], show_progress=False,
     )  # fmt: skip
     fan_count.change(fn=lambda count: gr.update(maximum=int(count)), inputs=[fan_count], outputs=[fan_region], show_progress=False)
     # An uploaded map means "use it": switch the panel on and clear a paste note.
@@ -152,6 +166,19 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
             infotext_fields.append((components[setting.name], _infotext_reader(setting.name)))
     paste_field_names = [setting.infotext_key for setting in SETTINGS if setting.infotext_key]
     return ordered, infotext_fields, paste_field_names
+
+
+# Preferred depth preprocessors for "change the background", best first (names of ControlNet and Forge).
+DEPTH_PREFERENCE = ("depth_anything_v2", "depth_anything", "depth_midas", "depth_zoe", "depth_leres")
+
+
+def background_preprocessor(names: list[str]) -> str | None:
+    """The depth preprocessor the one-click background change uses (None: this host has none)."""
+    for preferred in DEPTH_PREFERENCE:
+        for name in names:
+            if name.lower().startswith(preferred):
+                return name
+    return next((name for name in names if "depth" in name.lower()), None)
 
 
 def _infotext_reader(name: str) -> Any:
@@ -178,7 +205,12 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
             init_image = _init_image(init_image)
             init_size = init_image.size if init_image is not None else (int(width), int(height))
             geometry = Geometry(init_size, int(width), int(height), int(resize_mode or 0))
-            user_map = None if args.source == "fan" else decode_map(args.user_map())
+            if args.source == "preprocessor":
+                if init_image is None:
+                    raise DifferentialDiffusionError("preprocessor", "the preview of a preprocessor's map needs an init image")
+                user_map = decode_map(preprocessors.make_map(args.preprocessor, init_image))
+            else:
+                user_map = None if args.source == "fan" else decode_map(args.user_map())
             strengths = pixel_strengths(args, geometry, user_map=user_map).values
             base = None if init_image is None else init_image_in_output_frame(init_image, geometry)
             return preview_image(

@@ -20,7 +20,7 @@ from .fan import FAN_LAYOUTS, MAX_FAN_COUNT, MIN_FAN_COUNT
 from .maps import MapOptions
 
 ELEM_PREFIX = "differential_diffusion"
-SOURCES = ("map", "inpaint mask", "fan", "draw")
+SOURCES = ("map", "inpaint mask", "fan", "draw", "preprocessor")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "source", "Map source", "DD source", "map", choices=SOURCES,
         info="The uploaded map; the inpaint mask (after its blur) as change amounts; a strength fan "
-        "(regions from strength at black to strength at white, side by side); or a map drawn in the panel.",
+        "(regions from strength at black to strength at white, side by side); a map drawn in the panel; "
+        "or a preprocessor's output made from the init image.",
     ),
     Setting(
         "invert", "Invert map (white = keep)", "DD invert", False, panel_default=True,
@@ -111,6 +112,13 @@ SETTINGS: tuple[Setting, ...] = (
         info="Inpainting checkpoints (SD1/SD2 inpainting, SDXL inpainting) take a mask and the masked image: the map's "
         "strengths become that mask, so the model sees the kept pixels as context and fills what the map changes. "
         "Off: the host's own mask (in the img2img tab: all changing, no context).",
+    ),
+    # Source "preprocessor": one of the host's (ControlNet) preprocessors, run on each init image; the
+    # names are the host's, so the adapter checks them (the API schema lists them).
+    Setting(
+        "preprocessor", "Preprocessor", "DD preprocessor", "",
+        info="Made from the init image by this preprocessor (read as gray; white = change). Depth maps are bright "
+        "near, so depth changes near things most: invert it to change the background and keep the subject.",
     ),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -193,6 +201,7 @@ class DifferentialDiffusionArgs:
     drawn_map: str = ""
     smooth: bool = True
     model_mask: bool = True
+    preprocessor: str = ""
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:
@@ -203,6 +212,8 @@ class DifferentialDiffusionArgs:
             return
         if self.source == "map" and is_empty_image(self.map) and not self.map_folder:
             raise DifferentialDiffusionError("map", "no change map given (upload one, or choose map source 'inpaint mask', 'fan' or 'draw')")
+        if self.source == "preprocessor" and not self.preprocessor:
+            raise DifferentialDiffusionError("preprocessor", "no preprocessor chosen (map source 'preprocessor' makes the map with one)")
         if self.source == "draw" and not self.drawn_map:
             raise DifferentialDiffusionError("drawn_map", "nothing drawn: draw a map in the panel's editor, or choose another map source")
 
@@ -260,6 +271,8 @@ class DifferentialDiffusionArgs:
         for setting in SETTINGS:
             if setting.name in FAN_SETTING_NAMES and self.source != "fan":
                 continue  # fan options only matter, and are only written, for a fan
+            if setting.name == "preprocessor" and self.source != "preprocessor":
+                continue
             if setting.infotext_key == MODEL_MASK_INFOTEXT_KEY:
                 continue  # only for models that take a mask: the run writes it
             if setting.infotext_key is not None:
@@ -322,8 +335,8 @@ def missing_map_note(params: Mapping[str, str]) -> str:
     )
 
 
-def schema() -> dict[str, Any]:
-    """JSON schema of the API's dict form."""
+def schema(preprocessors: Sequence[str] = ()) -> dict[str, Any]:
+    """JSON schema of the API's dict form; ``preprocessors``: the names this host has."""
     properties: dict[str, Any] = {}
     for setting in SETTINGS:
         if not setting.api:
@@ -334,6 +347,8 @@ def schema() -> dict[str, Any]:
             entry = {"type": "boolean", "default": True, "description": "a dict given means enabled unless this is false"}
         elif setting.name == "source":
             entry = {"type": "string", "enum": [choice for choice in SOURCES if choice != "draw"], "default": setting.default}
+        elif setting.name == "preprocessor":
+            entry = {"type": "string", "enum": list(preprocessors), "description": f"for source 'preprocessor'. {setting.info}"}
         elif isinstance(setting.default, bool):
             entry = {"type": "boolean", "default": setting.default}
         elif setting.choices is not None:
@@ -361,7 +376,7 @@ assert FIELD_NAMES == POSITIONAL_ORDER, "the settings table and the args model m
 
 # --- X/Y/Z plot axes ---------------------------------------------------------------
 
-XYZ_AXES = ("enabled", "invert", "gamma", "blur", "low", "high", "smooth", "model_mask")
+XYZ_AXES = ("enabled", "invert", "gamma", "blur", "low", "high", "smooth", "model_mask", "preprocessor")
 """Settings the X/Y/Z plot can sweep (a fan is a sweep of its own)."""
 
 
@@ -370,7 +385,7 @@ def axis_label(name: str) -> str:
 
 
 def axis_value(name: str, value: Any, *, check_range: bool = False) -> Any:
-    """One X/Y/Z cell's value for setting ``name``: "True"/"False" for switches, a number otherwise.
+    """One X/Y/Z cell's value for setting ``name``: "True"/"False" for switches, a name for text, a number otherwise.
 
     Raises ValueError naming the setting (X/Y/Z shows it). The range is
     checked when asked (before the grid starts); a cell's run checks it anyway.
@@ -382,6 +397,11 @@ def axis_value(name: str, value: Any, *, check_range: bool = False) -> Any:
             if not isinstance(value, bool) and text not in ("true", "false"):
                 raise DifferentialDiffusionError(name, f"expected True or False, got {value!r}")
             return value if isinstance(value, bool) else text == "true"
+        if isinstance(setting.default, str):  # a name; the host knows which exist
+            text = str(value).strip()
+            if not text:
+                raise DifferentialDiffusionError(name, "must not be empty")
+            return text
         try:
             number = float(value)
         except (TypeError, ValueError):

@@ -65,7 +65,7 @@ def test_api_refuses_ui_only_fields_and_the_draw_source():
     refused("map_folder", lambda: DifferentialDiffusionArgs.from_api({"source": "fan", "map_folder": "/tmp"}))
     refused("drawn_map", lambda: DifferentialDiffusionArgs.from_api({"source": "fan", "drawn_map": "x"}))
     assert "as \"map\"" in refused("source", lambda: DifferentialDiffusionArgs.from_api({"source": "draw"}))
-    assert schema()["properties"]["source"]["enum"] == ["map", "inpaint mask", "fan"]
+    assert schema()["properties"]["source"]["enum"] == ["map", "inpaint mask", "fan", "preprocessor"]
     # Positional values from the API may not name a server folder.
     positional = DifferentialDiffusionArgs.from_ui(True, "x", "map", False, 1.0, 0.0, 0.0, 1.0, True, "/srv/maps")
     refused("map_folder", positional.refuse_server_paths)

@@ -552,5 +552,5 @@ def test_decompression_bomb_allocates_nothing_traced():
 
 
 def test_api_keys_and_positional_order_are_what_the_corpus_assumes():
-    assert API_KEYS == ("enabled", "map", "source", "invert", "gamma", "blur", "low", "high", "preserve", "fan_count", "fan_layout", "smooth", "model_mask")
-    assert POSITIONAL_ORDER[-6:] == ("map_folder", "fan_count", "fan_layout", "drawn_map", "smooth", "model_mask") and len(UI_DEFAULTS) == 15
+    assert API_KEYS == ("enabled", "map", "source", "invert", "gamma", "blur", "low", "high", "preserve", "fan_count", "fan_layout", "smooth", "model_mask", "preprocessor")
+    assert POSITIONAL_ORDER[-7:] == ("map_folder", "fan_count", "fan_layout", "drawn_map", "smooth", "model_mask", "preprocessor") and len(UI_DEFAULTS) == 16

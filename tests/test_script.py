@@ -46,7 +46,8 @@ SCRIPT_PATH = ROOT / "scripts" / "differential_diffusion.py"
 STANDIN_TOP_LEVEL = {"modules", "gradio", "fake_img2img", "differential_diffusion_webui"}  # the glue imports the stand-in
 SIZE = 64
 # A map run's (the model mask's key only where the model takes an inpainting mask).
-DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key and s.name not in FAN_SETTING_NAMES and s.name != "model_mask"} | {MAP_HASH_INFOTEXT_KEY}
+# The keys of a run with an uploaded map (fan options, the model mask and the preprocessor are written for their cases only).
+DD_INFOTEXT_KEYS = {s.infotext_key for s in SETTINGS if s.infotext_key and s.name not in (*FAN_SETTING_NAMES, "model_mask", "preprocessor")} | {MAP_HASH_INFOTEXT_KEY}
 
 
 # --- loading the script on the stand-in host -----------------------------------------
@@ -767,9 +768,9 @@ def test_xyz_axes_are_registered_once(host, xyz):
     host.script_callbacks.before_ui_callback()
     host.script_callbacks.before_ui_callback()  # UI reload
     labels = [option.label for option in xyz.axis_options if option.label.startswith("[Differential Diffusion]")]
-    assert labels == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High", "Smooth", "Model mask")]
+    assert labels == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High", "Smooth", "Model mask", "Preprocessor")]
     assert all(isinstance(option, xyz.AxisOptionImg2Img) for option in xyz.axis_options[2:])
-    assert [option.type for option in xyz.axis_options[2:]] == [str, str, float, float, float, float, str, str]
+    assert [option.type for option in xyz.axis_options[2:]] == [str, str, float, float, float, float, str, str, str]
     assert _axis(xyz, "Smooth").choices() == ["True", "False"]
     assert _axis(xyz, "Enabled").choices() == ["True", "False"]
     assert_no_hook_errors(host)
@@ -979,7 +980,7 @@ def test_schema_route_is_added_once_and_lists_every_setting(host):
         entry = schema["properties"][setting.name]
         if setting.minimum is not None:
             assert (entry["minimum"], entry["maximum"], entry["default"]) == (setting.minimum, setting.maximum, setting.default)
-    assert schema["properties"]["source"]["enum"] == ["map", "inpaint mask", "fan"]
+    assert schema["properties"]["source"]["enum"] == ["map", "inpaint mask", "fan", "preprocessor"]
     assert schema["properties"]["fan_count"]["type"] == "integer"
     assert schema["properties"]["fan_layout"]["enum"] == ["vertical bands", "horizontal bands", "radial sectors"]
     assert_no_hook_errors(host)
@@ -1319,18 +1320,18 @@ def _block(host: Host, elem_id: str):
     return next(block for block in _blocks_under(host.controls[0].accordion) if block.elem_id == elem_id)
 
 
-def test_fan_and_draw_controls_show_for_their_source_only(host):
-    fan_group, draw_group = _block(host, "differential_diffusion_fan_group"), _block(host, "differential_diffusion_draw_group")
-    assert fan_group.visible is False and draw_group.visible is False
-    assert any(block.elem_id == "differential_diffusion_draw_editor" for block in draw_group.children)
+def test_fan_draw_and_preprocessor_controls_show_for_their_source_only(host):
+    groups = [_block(host, f"differential_diffusion_{name}_group") for name in ("fan", "draw", "preprocessor")]
+    assert [group.visible for group in groups] == [False, False, False]
+    assert any(block.elem_id == "differential_diffusion_draw_editor" for block in groups[1].children)
     drawn_map = host.components["drawn_map"]
     assert drawn_map.visible is True and "differential_diffusion-hidden" in drawn_map.elem_classes  # in the page (gradio 4 too), hidden by CSS
     source = host.components["source"]
-    (event, handler), = [(event, handler) for event, handler in source.events if handler["outputs"] == [fan_group, draw_group]]
+    (event, handler), = [(event, handler) for event, handler in source.events if handler["outputs"] == groups]
     assert event == "change" and handler["inputs"] == [source]
     shown = lambda value: tuple(update["visible"] for update in handler["fn"](value))  # noqa: E731
-    assert shown("fan") == (True, False) and shown("draw") == (False, True)
-    assert shown("map") == shown("inpaint mask") == (False, False)
+    assert shown("fan") == (True, False, False) and shown("draw") == (False, True, False) and shown("preprocessor") == (False, False, True)
+    assert shown("map") == shown("inpaint mask") == (False, False, False)
 
 
 def test_region_to_apply_follows_the_fan_count(host):

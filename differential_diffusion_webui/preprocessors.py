@@ -1,0 +1,126 @@
+"""The host's preprocessors (ControlNet's annotators: depth, line art, canny, ...) as map sources.
+
+Two registries, one shape here (name -> a function of an RGB image):
+
+* the Forge family keeps its built-in ones in ``modules_forge.shared.supported_preprocessors``
+  (name -> object called as ``(image, resolution, slider_1, slider_2, slider_3)``);
+* A1111 has them with the sd-webui-controlnet extension only: its ``Preprocessor`` registry
+  (module ``scripts.supported_preprocessor``, looked up once that extension has loaded it),
+  called through ``cached_call`` as its own ``/controlnet/detect`` route calls it.
+
+Every preprocessor runs with its own default parameters, at the image's own resolution (its
+shorter side, within the preprocessor's range), so the map lines up with the image pixel for
+pixel. Weights are the host's business: a preprocessor downloads them on first use, as in
+ControlNet; when that fails the run fails with the preprocessor's name and the host's message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from lib_differential_diffusion.errors import DifferentialDiffusionError
+
+CONTROLNET_REGISTRY_MODULE = "scripts.supported_preprocessor"
+FORGE_REGISTRY = "modules_forge.shared"
+NO_PREPROCESSOR = ("none", "None")  # the registries' "no preprocessor" entries
+
+
+def _forge_registry() -> dict[str, Any]:
+    try:
+        found = importlib.import_module(FORGE_REGISTRY).supported_preprocessors
+    except (ImportError, AttributeError):
+        return {}
+    # A preprocessor without a visible resolution works on something else than pixels (CLIP vision, IP-Adapter).
+    return {name: found[name] for name in found if name not in NO_PREPROCESSOR and _forge_value(found[name], "slider_resolution", "visible") is not False}
+
+
+def _controlnet_registry() -> dict[str, Any]:
+    module = sys.modules.get(CONTROLNET_REGISTRY_MODULE)
+    processors = getattr(getattr(module, "Preprocessor", None), "all_processors", None)
+    if not isinstance(processors, dict):
+        return {}
+    return {label: pre for label, pre in processors.items() if label not in NO_PREPROCESSOR and getattr(pre, "returns_image", True) and not getattr(pre, "requires_mask", False)}
+
+
+def _forge_value(pre: Any, slider: str, key: str) -> Any:
+    return getattr(getattr(pre, slider, None), "gradio_update_kwargs", {}).get(key)
+
+
+def _run_forge(pre: Any, image: np.ndarray) -> np.ndarray:
+    resolution = _within(min(image.shape[:2]), _forge_value(pre, "slider_resolution", "minimum"), _forge_value(pre, "slider_resolution", "maximum"))
+    sliders = [_forge_value(pre, f"slider_{index}", "value") for index in (1, 2, 3)]
+    import torch
+
+    with torch.no_grad():
+        return pre(image, resolution, *sliders)
+
+
+def _run_controlnet(pre: Any, image: np.ndarray) -> np.ndarray:
+    sliders = pre.slider_resolution
+    resolution = _within(min(image.shape[:2]), sliders.minimum, sliders.maximum)
+    result = pre.cached_call(image, resolution=resolution, slider_1=pre.slider_1.value, slider_2=pre.slider_2.value)
+    return result.display_images[0]
+
+
+def _within(value: int, low: Any, high: Any) -> int:
+    low = int(low) if isinstance(low, (int, float)) else value
+    high = int(high) if isinstance(high, (int, float)) else value
+    return int(min(max(value, low), high))
+
+
+def available() -> dict[str, Callable[[np.ndarray], Any]]:
+    """The preprocessors this host has now, by the name the user picks: each a function of an
+    RGB uint8 image (height, width, 3)."""
+    runners: dict[str, Callable[[np.ndarray], Any]] = {}
+    for name, pre in _forge_registry().items():
+        runners[name] = lambda image, pre=pre: _run_forge(pre, image)
+    for name, pre in _controlnet_registry().items():
+        runners.setdefault(name, lambda image, pre=pre: _run_controlnet(pre, image))
+    return runners
+
+
+def names() -> list[str]:
+    return sorted(available(), key=str.lower)
+
+
+def check_name(name: str) -> Callable[[np.ndarray], Any]:
+    """The runner of ``name``; an error naming the field when this host has no such preprocessor."""
+    runners = available()
+    if name in runners:
+        return runners[name]
+    if not runners:
+        raise DifferentialDiffusionError(
+            "preprocessor", "this WebUI has no preprocessors (A1111 gets them with the sd-webui-controlnet extension; Forge has them built in)"
+        )
+    raise DifferentialDiffusionError("preprocessor", f"unknown preprocessor {name!r} (this WebUI has: {', '.join(sorted(runners, key=str.lower))})")
+
+
+def make_map(name: str, init_image: Image.Image) -> np.ndarray:
+    """The preprocessor's output for ``init_image``, at the image's size (height, width[, 3]), as the
+    host returns it; read as gray by the map decoding."""
+    runner = check_name(name)
+    image = np.ascontiguousarray(np.asarray(init_image.convert("RGB"), dtype=np.uint8))
+    try:
+        output = runner(image)
+    except Exception as error:  # noqa: BLE001 - a missing weight file or a broken preprocessor: said, never a plain run
+        raise DifferentialDiffusionError("preprocessor", f"{name!r} could not make a map: {type(error).__name__}: {error}") from error
+    if not isinstance(output, np.ndarray) or output.ndim not in (2, 3) or output.size == 0:
+        raise DifferentialDiffusionError("preprocessor", f"{name!r} does not make an image (it returned {type(output).__name__}); choose another")
+    if output.shape[:2] != image.shape[:2]:
+        output = _resized(output, image.shape[1], image.shape[0])
+    if output.ndim == 3 and output.shape[2] not in (1, 3, 4):
+        raise DifferentialDiffusionError("preprocessor", f"{name!r} does not make an image ({output.shape[2]} channels); choose another")
+    return output
+
+
+def _resized(output: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A preprocessor that answers at its working resolution, brought to the image's size."""
+    if output.dtype != np.uint8:
+        raise DifferentialDiffusionError("preprocessor", f"answered {output.shape[1]}x{output.shape[0]} {output.dtype} for a {width}x{height} image")
+    channels = output if output.ndim == 2 else output[..., :3]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(channels)).resize((width, height), Image.BILINEAR))
