@@ -39,6 +39,8 @@ from lib_differential_diffusion.fan import fan_denoising_strengths, fan_map
 from lib_differential_diffusion.maps import to_latent
 from lib_differential_diffusion.schedule import NEVER
 from lib_differential_diffusion.args import API_KEYS, FAN_SETTING_NAMES, MAP_HASH_INFOTEXT_KEY, POSITIONAL_ORDER, SETTINGS, SETTINGS_BY_NAME
+from lib_differential_diffusion.args import missing_map_note, values_from_infotext
+from lib_differential_diffusion.maps import Geometry, decode_map
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "standin"
@@ -1477,3 +1479,154 @@ def test_a_model_without_an_inpainting_mask_keeps_its_conditioning_and_infotext(
     assert torch.equal(p.image_conditioning, torch.zeros(1, 5, 1, 1))
     assert "DD model mask" not in p.extra_generation_params
     assert_no_hook_errors(host)
+
+
+# --- map source "preprocessor" ------------------------------------------------------------
+
+
+class FakeParameter:
+    def __init__(self, value: float, minimum: float = 0.0, maximum: float = 2048.0) -> None:
+        self.value, self.minimum, self.maximum = value, minimum, maximum
+
+
+class FakePreprocessor:
+    """sd-webui-controlnet's Preprocessor as far as the glue uses it (cached_call, sliders, flags)."""
+
+    def __init__(self, function, returns_image: bool = True, requires_mask: bool = False) -> None:
+        self.function, self.returns_image, self.requires_mask = function, returns_image, requires_mask
+        self.slider_resolution, self.slider_1, self.slider_2 = FakeParameter(512, 64, 2048), FakeParameter(128, 0, 255), FakeParameter(0.5)
+        self.calls: list[tuple] = []
+
+    def cached_call(self, image, resolution, slider_1=None, slider_2=None, **_):
+        self.calls.append((image.shape, resolution, slider_1, slider_2))
+        output = self.function(image, slider_1)
+        return types.SimpleNamespace(value=output, display_images=[output])
+
+
+def threshold(image: np.ndarray, level: float) -> np.ndarray:
+    """Bright pixels white, the rest black (3 channels, as ControlNet's preprocessors answer)."""
+    return np.repeat(np.where(image.mean(axis=-1, keepdims=True) > level, 255, 0).astype(np.uint8), 3, axis=-1)
+
+
+def missing_weights(image, level):
+    raise FileNotFoundError("[Errno 2] No such file or directory: 'extensions/sd-webui-controlnet/annotator/downloads/midas/dpt_hybrid-midas-501f0c75.pt'")
+
+
+@pytest.fixture
+def fake_preprocessors(monkeypatch):
+    registry = {
+        "none": FakePreprocessor(lambda image, level: image),
+        "threshold": FakePreprocessor(threshold),
+        "depth_midas": FakePreprocessor(missing_weights),
+        "clip_vision": FakePreprocessor(lambda image, level: {"embeds": 0}, returns_image=False),
+        "inpaint_only": FakePreprocessor(threshold, requires_mask=True),
+        "half_size": FakePreprocessor(lambda image, level: threshold(image, level)[::2, ::2]),
+    }
+    module = types.ModuleType("scripts.supported_preprocessor")
+    module.Preprocessor = types.SimpleNamespace(all_processors=registry)
+    monkeypatch.setitem(sys.modules, "scripts.supported_preprocessor", module)
+    return registry
+
+
+def test_preprocessor_names_are_the_hosts_image_makers(host, fake_preprocessors):
+    assert host.adapter.preprocessors.names() == ["depth_midas", "half_size", "threshold"]  # no "none", no embeddings, no mask-only
+    app = FakeApp()
+    host.adapter.add_routes(None, app)
+    (route,) = [route for route in app.routes if route.path == "/differential-diffusion/v1/schema"]
+    assert route.endpoint()["properties"]["preprocessor"]["enum"] == ["depth_midas", "half_size", "threshold"]
+
+
+def test_preprocessor_map_is_the_uploaded_map_of_its_output(host, fake_preprocessors):
+    """The run with the preprocessor == the run with its output uploaded as the map: the same
+    resize and crop as the init image (here 96x64 cropped to 64x64), the same pixels."""
+    init = photo(96, 64, seed=3)
+    kwargs = dict(init_images=[init], resize_mode=1, seed=7)
+    made = threshold(np.asarray(init), 128)
+    p_pre, by_preprocessor = generate(host, ui_values(source="preprocessor", preprocessor="threshold"), **kwargs)
+    _, by_upload = generate(host, ui_values(map=Image.fromarray(made)), **kwargs)
+    assert fake_preprocessors["threshold"].calls[-1] == ((64, 96, 3), 64, 128, 0.5)  # its own defaults, the image's resolution
+    assert torch.equal(by_preprocessor.latents[0], by_upload.latents[0])
+    assert np.array_equal(pixels(by_preprocessor.images[0]), pixels(by_upload.images[0]))
+    # Its black part is kept exactly.
+    strengths = host.adapter.pixel_strengths(p_pre.differential_diffusion_state_seen.args, Geometry(init.size, SIZE, SIZE, 1), user_map=decode_map(made)).values
+    kept = strengths == 0
+    assert kept.any() and np.array_equal(pixels(by_preprocessor.images[0])[kept], host_init_image(host, p_pre)[kept])
+    assert by_preprocessor.infotext_params["DD source"] == "preprocessor" and by_preprocessor.infotext_params["DD preprocessor"] == "threshold"
+    assert "DD map hash" not in by_preprocessor.infotext_params
+    assert_no_hook_errors(host)
+
+
+def test_preprocessor_answering_at_its_own_resolution_is_brought_to_the_images_size(host, fake_preprocessors):
+    made = host.adapter.preprocessors.make_map("half_size", photo(64, 64, seed=2))
+    assert made.shape == (64, 64, 3) and made.dtype == np.uint8
+
+
+def test_each_batch_image_gets_its_own_preprocessor_map(host, fake_preprocessors):
+    images = [photo(seed=1), photo(seed=2)]
+    p, processed = generate(host, ui_values(source="preprocessor", preprocessor="threshold"), init_images=images, batch_size=2)
+    maps = p.differential_diffusion_state_seen.image_maps
+    assert sorted(maps) == [0, 1]
+    for index, image in enumerate(images):
+        assert np.array_equal(maps[index].values, threshold(np.asarray(image), 128)[..., 0] / np.float32(255))
+    assert not np.array_equal(maps[0].values, maps[1].values)
+    assert_no_hook_errors(host)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("nonexistent", "unknown preprocessor 'nonexistent' (this WebUI has: depth_midas, half_size, threshold)"),
+        ("depth_midas", "'depth_midas' could not make a map: FileNotFoundError: [Errno 2] No such file or directory: "
+                        "'extensions/sd-webui-controlnet/annotator/downloads/midas/dpt_hybrid-midas-501f0c75.pt'"),
+        ("clip_vision", "unknown preprocessor 'clip_vision'"),
+        ("", "no preprocessor chosen"),
+    ],
+)  # fmt: skip
+def test_a_preprocessor_that_cannot_make_a_map_fails_the_generation_with_422(host, fake_preprocessors, name, message):
+    with pytest.raises(ValueError) as caught:
+        generate(host, api={"source": "preprocessor", "preprocessor": name})
+    assert str(caught.value).startswith(f"Differential Diffusion: preprocessor: {message}") and caught.value.status_code == 422
+    assert host.adapter.active_run() is None
+    assert_no_hook_errors(host)
+
+
+def test_without_preprocessors_the_source_says_so(host):
+    assert host.adapter.preprocessors.names() == []
+    with pytest.raises(ValueError, match="preprocessor: this WebUI has no preprocessors"):
+        generate(host, api={"source": "preprocessor", "preprocessor": "depth_midas"})
+
+
+def test_pasted_preprocessor_run_comes_back_switched_on(host):
+    params = {"Differential Diffusion": "True", "DD source": "preprocessor", "DD preprocessor": "depth_midas", "DD invert": "True"}
+    values = values_from_infotext(params)
+    assert values["enabled"] is True and values["source"] == "preprocessor" and values["preprocessor"] == "depth_midas" and values["invert"] is True
+    assert missing_map_note(params) == ""
+
+
+def test_xyz_preprocessor_axis_sets_the_source_per_cell(host, xyz, fake_preprocessors):
+    host.script_callbacks.before_ui_callback()
+    p = make_p(host, ui_values(map=ramp_map()))
+    cells = _xyz_cells(xyz, p, "Preprocessor", ["threshold", "half_size"])
+    assert [cell.differential_diffusion_overrides for cell in cells] == [
+        {"preprocessor": "threshold", "source": "preprocessor"}, {"preprocessor": "half_size", "source": "preprocessor"}]
+    assert _axis(xyz, "Preprocessor").choices() == ["depth_midas", "half_size", "threshold"]
+    _axis(xyz, "Preprocessor").confirm(p, ["threshold"])
+    with pytest.raises(ValueError, match="unknown preprocessor 'canny'"):
+        _axis(xyz, "Preprocessor").confirm(p, ["threshold", "canny"])
+    result = host.driver.process_images(cells[0])
+    assert result.infotext_params["DD preprocessor"] == "threshold"
+    assert_no_hook_errors(host)
+
+
+def test_change_background_picks_a_depth_preprocessor_and_inverts(host):
+    from differential_diffusion_webui.panel import background_preprocessor
+
+    assert background_preprocessor(["canny", "depth_zoe", "depth_midas"]) == "depth_midas"
+    assert background_preprocessor(["canny", "depth_anything_v2", "depth_midas"]) == "depth_anything_v2"
+    assert background_preprocessor(["canny", "normal_bae", "my depth"]) == "my depth"
+    assert background_preprocessor(["canny"]) is None
+    button = _block(host, "differential_diffusion_change_background")
+    (event, handler), = button.events
+    components = host.components
+    assert event == "click" and handler["outputs"] == [components["enabled"], components["source"], components["preprocessor"], components["invert"]]
+    assert button.visible is False  # the stand-in host has no depth preprocessor
