@@ -78,6 +78,7 @@ HOST = surfaces.detect_host()
 _active_run: str | None = None
 _last_run_report: dict[str, Any] = {}
 _seen_elem_ids: set[str] = set()
+_preprocessor_parameters: dict[int, dict[str, Any]] = {}  # test report: what each init image's preprocessor ran with
 # Test mode: the extension's own time in the latest run, per hook and in the blend of the model
 # calls; "decode_map_image" (the map's image decoding) is also part of "before_process".
 _own_seconds: dict[str, float] = {}
@@ -247,7 +248,14 @@ def before_process(p: Any, script_args: tuple) -> None:
 def preprocessor_maps(p: Any, args: DifferentialDiffusionArgs) -> dict[int, MapValues]:
     """Source "preprocessor": the map of each init image, made from it by the host's preprocessor
     (at the image's own size: it then takes the image's resize and crop like an uploaded map)."""
-    return {index: decode_map_and_hash(preprocessors.make_map(args.preprocessor, image))[0] for index, image in enumerate(p.init_images)}
+    maps = {}
+    _preprocessor_parameters.clear()
+    for index, image in enumerate(p.init_images):
+        output, used = preprocessors.make_map(args.preprocessor, image)
+        maps[index] = decode_map_and_hash(output)[0]
+        if TEST_HOOKS:
+            _preprocessor_parameters[index] = used
+    return maps
 
 
 @own_time
@@ -816,6 +824,7 @@ def _record_run(p: Any, state: RunState) -> None:
         map_source=state.args.source,
         received_map=None if state.user_map is None else _png16_base64(state.user_map.values),
         image_maps=[_png16_base64(state.image_maps[index].values) for index in sorted(state.image_maps)],
+        preprocessor_parameters=[_preprocessor_parameters.get(index) for index in sorted(state.image_maps)],
         model_mask=_model_mask_channel(p),
     )
 

@@ -208,7 +208,7 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
             if args.source == "preprocessor":
                 if init_image is None:
                     raise DifferentialDiffusionError("preprocessor", "the preview of a preprocessor's map needs an init image")
-                user_map = decode_map(preprocessors.make_map(args.preprocessor, init_image))
+                user_map = decode_map(preprocessors.make_map(args.preprocessor, init_image)[0])
             else:
                 user_map = None if args.source == "fan" else decode_map(args.user_map())
             strengths = pixel_strengths(args, geometry, user_map=user_map).values

@@ -51,20 +51,19 @@ def _forge_value(pre: Any, slider: str, key: str) -> Any:
     return getattr(getattr(pre, slider, None), "gradio_update_kwargs", {}).get(key)
 
 
-def _run_forge(pre: Any, image: np.ndarray) -> np.ndarray:
+def _run_forge(pre: Any, image: np.ndarray) -> tuple[Any, dict[str, Any]]:
     resolution = _within(min(image.shape[:2]), _forge_value(pre, "slider_resolution", "minimum"), _forge_value(pre, "slider_resolution", "maximum"))
-    sliders = [_forge_value(pre, f"slider_{index}", "value") for index in (1, 2, 3)]
+    used = {"resolution": resolution, **{f"slider_{index}": _forge_value(pre, f"slider_{index}", "value") for index in (1, 2, 3)}}
     import torch
 
     with torch.no_grad():
-        return pre(image, resolution, *sliders)
+        return pre(image, **used), used
 
 
-def _run_controlnet(pre: Any, image: np.ndarray) -> np.ndarray:
-    sliders = pre.slider_resolution
-    resolution = _within(min(image.shape[:2]), sliders.minimum, sliders.maximum)
-    result = pre.cached_call(image, resolution=resolution, slider_1=pre.slider_1.value, slider_2=pre.slider_2.value)
-    return result.display_images[0]
+def _run_controlnet(pre: Any, image: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    resolution = _within(min(image.shape[:2]), pre.slider_resolution.minimum, pre.slider_resolution.maximum)
+    used = {"resolution": resolution, "slider_1": pre.slider_1.value, "slider_2": pre.slider_2.value}
+    return pre.cached_call(image, **used).display_images[0], used
 
 
 def _within(value: int, low: Any, high: Any) -> int:
@@ -73,10 +72,13 @@ def _within(value: int, low: Any, high: Any) -> int:
     return int(min(max(value, low), high))
 
 
-def available() -> dict[str, Callable[[np.ndarray], Any]]:
+Runner = Callable[[np.ndarray], tuple[Any, dict[str, Any]]]
+
+
+def available() -> dict[str, Runner]:
     """The preprocessors this host has now, by the name the user picks: each a function of an
-    RGB uint8 image (height, width, 3)."""
-    runners: dict[str, Callable[[np.ndarray], Any]] = {}
+    RGB uint8 image (height, width, 3), answering its output and the parameters it ran with."""
+    runners: dict[str, Runner] = {}
     for name, pre in _forge_registry().items():
         runners[name] = lambda image, pre=pre: _run_forge(pre, image)
     for name, pre in _controlnet_registry().items():
@@ -88,7 +90,7 @@ def names() -> list[str]:
     return sorted(available(), key=str.lower)
 
 
-def check_name(name: str) -> Callable[[np.ndarray], Any]:
+def check_name(name: str) -> Runner:
     """The runner of ``name``; an error naming the field when this host has no such preprocessor."""
     runners = available()
     if name in runners:
@@ -100,13 +102,13 @@ def check_name(name: str) -> Callable[[np.ndarray], Any]:
     raise DifferentialDiffusionError("preprocessor", f"unknown preprocessor {name!r} (this WebUI has: {', '.join(sorted(runners, key=str.lower))})")
 
 
-def make_map(name: str, init_image: Image.Image) -> np.ndarray:
+def make_map(name: str, init_image: Image.Image) -> tuple[np.ndarray, dict[str, Any]]:
     """The preprocessor's output for ``init_image``, at the image's size (height, width[, 3]), as the
-    host returns it; read as gray by the map decoding."""
+    host returns it (read as gray by the map decoding), and the parameters it ran with."""
     runner = check_name(name)
     image = np.ascontiguousarray(np.asarray(init_image.convert("RGB"), dtype=np.uint8))
     try:
-        output = runner(image)
+        output, used = runner(image)
     except Exception as error:  # noqa: BLE001 - a missing weight file or a broken preprocessor: said, never a plain run
         raise DifferentialDiffusionError("preprocessor", f"{name!r} could not make a map: {type(error).__name__}: {error}") from error
     if not isinstance(output, np.ndarray) or output.ndim not in (2, 3) or output.size == 0:
@@ -115,7 +117,7 @@ def make_map(name: str, init_image: Image.Image) -> np.ndarray:
         output = _resized(output, image.shape[1], image.shape[0])
     if output.ndim == 3 and output.shape[2] not in (1, 3, 4):
         raise DifferentialDiffusionError("preprocessor", f"{name!r} does not make an image ({output.shape[2]} channels); choose another")
-    return output
+    return output, used
 
 
 def _resized(output: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -1557,7 +1557,8 @@ def test_preprocessor_map_is_the_uploaded_map_of_its_output(host, fake_preproces
 
 
 def test_preprocessor_answering_at_its_own_resolution_is_brought_to_the_images_size(host, fake_preprocessors):
-    made = host.adapter.preprocessors.make_map("half_size", photo(64, 64, seed=2))
+    made, used = host.adapter.preprocessors.make_map("half_size", photo(64, 64, seed=2))
+    assert used == {"resolution": 64, "slider_1": 128, "slider_2": 0.5}
     assert made.shape == (64, 64, 3) and made.dtype == np.uint8
 
 
