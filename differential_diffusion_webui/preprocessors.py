@@ -110,7 +110,9 @@ def make_map(name: str, init_image: Image.Image) -> tuple[np.ndarray, dict[str, 
     try:
         output, used = runner(image)
     except Exception as error:  # noqa: BLE001 - a missing weight file or a broken preprocessor: said, never a plain run
-        raise DifferentialDiffusionError("preprocessor", f"{name!r} could not make a map: {type(error).__name__}: {error}") from error
+        wanted = wanted_file(error)
+        needs = f" it needs {wanted[0]}" + (f" (from {wanted[1]})" if wanted[1] else "") + ";" if wanted else ""
+        raise DifferentialDiffusionError("preprocessor", f"{name!r} could not make a map:{needs} {type(error).__name__}: {error}") from error
     if not isinstance(output, np.ndarray) or output.ndim not in (2, 3) or output.size == 0:
         raise DifferentialDiffusionError("preprocessor", f"{name!r} does not make an image (it returned {type(output).__name__}); choose another")
     if output.shape[:2] != image.shape[:2]:
@@ -118,6 +120,28 @@ def make_map(name: str, init_image: Image.Image) -> tuple[np.ndarray, dict[str, 
     if output.ndim == 3 and output.shape[2] not in (1, 3, 4):
         raise DifferentialDiffusionError("preprocessor", f"{name!r} does not make an image ({output.shape[2]} channels); choose another")
     return output, used
+
+
+# Locals of the hosts' download helpers (modelloader.load_file_from_url, torch.hub.download_url_to_file,
+# the annotators' own) that name the file a preprocessor was fetching when it failed.
+_FILE_LOCALS = ("cached_file", "dst", "model_path", "file_name", "filename")
+_URL_LOCALS = ("url", "remote_model_path", "remote_url")
+
+
+def wanted_file(error: BaseException) -> tuple[str, str] | None:
+    """(file, url) a failed download was for, read from the failing frames' locals (innermost
+    first); None when the failure was not a download."""
+    frames = []
+    traceback = error.__traceback__
+    while traceback is not None:
+        frames.append(traceback.tb_frame.f_locals)
+        traceback = traceback.tb_next
+    for names in reversed(frames):
+        url = next((str(names[key]) for key in _URL_LOCALS if isinstance(names.get(key), str) and "://" in names[key]), "")
+        path = next((str(names[key]) for key in _FILE_LOCALS if isinstance(names.get(key), str) and names[key]), "")
+        if url:
+            return path or url.rsplit("/", 1)[-1], url
+    return None
 
 
 def _resized(output: np.ndarray, width: int, height: int) -> np.ndarray:

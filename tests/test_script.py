@@ -1508,6 +1508,13 @@ def threshold(image: np.ndarray, level: float) -> np.ndarray:
     return np.repeat(np.where(image.mean(axis=-1, keepdims=True) > level, 255, 0).astype(np.uint8), 3, axis=-1)
 
 
+def failed_download(image, level):
+    """What a host's download helper looks like when it cannot fetch the weights."""
+    url = "https://huggingface.co/lllyasviel/Annotators/resolve/main/ZoeD_M12_N.pt"
+    cached_file = "/webui/models/ControlNetPreprocessor/zoe/ZoeD_M12_N.pt"
+    raise OSError(f"<urlopen error [Errno -2] Name or service not known> ({len(url + cached_file)})")
+
+
 def missing_weights(image, level):
     raise FileNotFoundError("[Errno 2] No such file or directory: 'extensions/sd-webui-controlnet/annotator/downloads/midas/dpt_hybrid-midas-501f0c75.pt'")
 
@@ -1518,6 +1525,7 @@ def fake_preprocessors(monkeypatch):
         "none": FakePreprocessor(lambda image, level: image),
         "threshold": FakePreprocessor(threshold),
         "depth_midas": FakePreprocessor(missing_weights),
+        "depth_zoe": FakePreprocessor(failed_download),
         "clip_vision": FakePreprocessor(lambda image, level: {"embeds": 0}, returns_image=False),
         "inpaint_only": FakePreprocessor(threshold, requires_mask=True),
         "half_size": FakePreprocessor(lambda image, level: threshold(image, level)[::2, ::2]),
@@ -1529,11 +1537,11 @@ def fake_preprocessors(monkeypatch):
 
 
 def test_preprocessor_names_are_the_hosts_image_makers(host, fake_preprocessors):
-    assert host.adapter.preprocessors.names() == ["depth_midas", "half_size", "threshold"]  # no "none", no embeddings, no mask-only
+    assert host.adapter.preprocessors.names() == ["depth_midas", "depth_zoe", "half_size", "threshold"]  # no "none", no embeddings, no mask-only
     app = FakeApp()
     host.adapter.add_routes(None, app)
     (route,) = [route for route in app.routes if route.path == "/differential-diffusion/v1/schema"]
-    assert route.endpoint()["properties"]["preprocessor"]["enum"] == ["depth_midas", "half_size", "threshold"]
+    assert route.endpoint()["properties"]["preprocessor"]["enum"] == ["depth_midas", "depth_zoe", "half_size", "threshold"]
 
 
 def test_preprocessor_map_is_the_uploaded_map_of_its_output(host, fake_preprocessors):
@@ -1576,7 +1584,9 @@ def test_each_batch_image_gets_its_own_preprocessor_map(host, fake_preprocessors
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("nonexistent", "unknown preprocessor 'nonexistent' (this WebUI has: depth_midas, half_size, threshold)"),
+        ("nonexistent", "unknown preprocessor 'nonexistent' (this WebUI has: depth_midas, depth_zoe, half_size, threshold)"),
+        ("depth_zoe", "'depth_zoe' could not make a map: it needs /webui/models/ControlNetPreprocessor/zoe/ZoeD_M12_N.pt (from "
+                      "https://huggingface.co/lllyasviel/Annotators/resolve/main/ZoeD_M12_N.pt); OSError: <urlopen error"),
         ("depth_midas", "'depth_midas' could not make a map: FileNotFoundError: [Errno 2] No such file or directory: "
                         "'extensions/sd-webui-controlnet/annotator/downloads/midas/dpt_hybrid-midas-501f0c75.pt'"),
         ("clip_vision", "unknown preprocessor 'clip_vision'"),
@@ -1610,7 +1620,7 @@ def test_xyz_preprocessor_axis_sets_the_source_per_cell(host, xyz, fake_preproce
     cells = _xyz_cells(xyz, p, "Preprocessor", ["threshold", "half_size"])
     assert [cell.differential_diffusion_overrides for cell in cells] == [
         {"preprocessor": "threshold", "source": "preprocessor"}, {"preprocessor": "half_size", "source": "preprocessor"}]
-    assert _axis(xyz, "Preprocessor").choices() == ["depth_midas", "half_size", "threshold"]
+    assert _axis(xyz, "Preprocessor").choices() == ["depth_midas", "depth_zoe", "half_size", "threshold"]
     _axis(xyz, "Preprocessor").confirm(p, ["threshold"])
     with pytest.raises(ValueError, match="unknown preprocessor 'canny'"):
         _axis(xyz, "Preprocessor").confirm(p, ["threshold", "canny"])

@@ -6,8 +6,9 @@ The real file (about 500 MB) cannot be downloaded on the test machines. The arch
 from the host's own copy of the annotator code (sd-webui-controlnet's, or Forge's built-in
 legacy preprocessors': ``--annotator-root`` is the folder holding ``annotator/``), so the file
 loads there as the real one would; every weight is initialised from the seed (same arguments,
-same bytes). The depth it predicts is meaningless but deterministic: enough to show that the map
-a run uses is the preprocessor's own output. Needs the host's torch and timm.
+same bytes; the last convolution is made non-negative so the depth varies). The depth it predicts
+is meaningless but deterministic: enough to show that the map a run uses is the preprocessor's
+own output. Needs the host's torch and timm.
 
     python make_midas_checkpoint.py --annotator-root <sd-webui-controlnet> --out <dir>/midas/dpt_hybrid-midas-501f0c75.pt
 """
@@ -33,9 +34,16 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model = DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True)
+    # The head ends conv -> ReLU -> 1x1 conv -> ReLU: random weights mostly predict 0 everywhere (a flat,
+    # useless map). A non-negative last conv keeps the depth varying with the image.
+    last = [module for module in model.scratch.output_conv if isinstance(module, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.abs_()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(args.out.name + ".partial")
-    torch.save(model.state_dict(), partial)
+    # The legacy (non-zip) format of the real file: A1111's safe unpickler refuses the entries a zip
+    # file of today's torch.save holds (".format_version").
+    torch.save(model.state_dict(), partial, _use_new_zipfile_serialization=False)
     os.replace(partial, args.out)
 
 
