@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
+import json
 from typing import Any
 
 import gradio as gr
@@ -69,10 +71,18 @@ FAN_APPLY_INPUTS = ("fan_count", "fan_layout", "invert", "gamma", "low", "high")
 
 def _setting_kwargs(name: str, defaults: dict) -> dict:
     setting = SETTINGS_BY_NAME[name]
-    kwargs = {"label": setting.label, "value": defaults[name], "elem_id": setting.elem_id}
-    if setting.info:
-        kwargs["info"] = setting.info
-    return kwargs
+    return {"label": setting.label, "value": defaults[name], "elem_id": setting.elem_id}
+
+
+def hover_hints() -> dict[str, str]:
+    """elem id -> help text, for the page's hover hints (the settings table's ``info``)."""
+    hints = {setting.elem_id: setting.info for setting in SETTINGS if setting.info}
+    hints[f"{ELEM_PREFIX}_fan_region"] = "The region number written on the labelled copy of a fan result."
+    hints[f"{ELEM_PREFIX}_fan_apply"] = (
+        "A fan result comes with a labelled copy: pick the region you like, and this sets the denoising strength to its "
+        "strength and turns the panel off (a uniform change is plain img2img)."
+    )
+    return hints
 
 
 def _slider(name: str, defaults: dict) -> Any:
@@ -89,41 +99,28 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
     defaults = {setting.name: panel_default(setting.name) for setting in SETTINGS}
     with InputAccordion(False, label=EXTENSION_NAME, elem_id=f"{ELEM_PREFIX}_enabled") as enabled:
         gr.Markdown(
-            "Each pixel changes like img2img at **map value × denoising strength**: "
-            "white changes fully, black keeps the input. Pixels wait on the re-noised "
-            "input until their strength is due.",
+            "Each pixel changes like img2img at **map value × denoising strength**: white changes fully, black keeps the input.",
             elem_classes=[f"{ELEM_PREFIX}-hint"],
         )
+        # Long help goes into hover hints (javascript/differential_diffusion_hints.js sets them).
+        gr.HTML(f"<div data-hints='{html.escape(json.dumps(hover_hints()), quote=True)}'></div>", elem_id=f"{ELEM_PREFIX}_hints", elem_classes=[f"{ELEM_PREFIX}-hidden"])
         paste_note = gr.HTML(elem_id=f"{ELEM_PREFIX}_paste_note")
-        change_map = gr.Image(label=SETTINGS_BY_NAME["map"].label, type="pil", image_mode="RGBA", source="upload", elem_id=SETTINGS_BY_NAME["map"].elem_id)
-        with gr.Row():
-            source = gr.Radio(choices=list(SETTINGS_BY_NAME["source"].choices), **_setting_kwargs("source", defaults))
-            invert = gr.Checkbox(**_setting_kwargs("invert", defaults))
-            preserve = gr.Checkbox(**_setting_kwargs("preserve", defaults))
-            smooth = gr.Checkbox(**_setting_kwargs("smooth", defaults))
-            model_mask = gr.Checkbox(**_setting_kwargs("model_mask", defaults))
-        with gr.Row():
-            sliders = {name: _slider(name, defaults) for name in ("gamma", "blur", "low", "high")}
-        with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_draw_group") as draw_group:
+        source = gr.Radio(choices=list(SETTINGS_BY_NAME["source"].choices), **_setting_kwargs("source", defaults))
+        # Each source's own controls, shown with it only.
+        with gr.Group(visible=defaults["source"] == "map", elem_id=f"{ELEM_PREFIX}_map_group") as map_group:
+            change_map = gr.Image(label=SETTINGS_BY_NAME["map"].label, type="pil", image_mode="RGBA", source="upload", height=240, elem_id=SETTINGS_BY_NAME["map"].elem_id)
+            map_folder = gr.Textbox(placeholder="optional: a folder of maps named like the batch's input images", **_setting_kwargs("map_folder", defaults))
+        with gr.Group(visible=defaults["source"] == "draw", elem_id=f"{ELEM_PREFIX}_draw_group") as draw_group:
             gr.HTML(elem_id=f"{ELEM_PREFIX}_draw_editor")  # the drawing editor (javascript/) mounts here
         # Rendered but hidden by style.css: gradio 4 leaves invisible components out of the page,
         # and the editor's script writes the drawing into this textarea.
         drawn_map = gr.Textbox(elem_id=SETTINGS_BY_NAME["drawn_map"].elem_id, elem_classes=[f"{ELEM_PREFIX}-hidden"], show_label=False)
-        with gr.Group(visible=False, elem_id=f"{ELEM_PREFIX}_fan_group") as fan_group:
-            gr.Markdown(
-                "**Strength fan**: the map is drawn for you, in regions from strength at black (region #1) "
-                "to strength at white (the last). The results come with a labelled copy: pick the region "
-                "you like and apply its strength.",
-                elem_classes=[f"{ELEM_PREFIX}-hint"],
-            )
+        with gr.Group(visible=defaults["source"] == "fan", elem_id=f"{ELEM_PREFIX}_fan_group") as fan_group:
             with gr.Row():
                 fan_count = _slider("fan_count", defaults)
                 fan_layout = gr.Radio(choices=list(SETTINGS_BY_NAME["fan_layout"].choices), **_setting_kwargs("fan_layout", defaults))
             with gr.Row():
-                fan_region = gr.Slider(
-                    label="Region to apply (#)", minimum=1, maximum=defaults["fan_count"], step=1, value=1, elem_id=f"{ELEM_PREFIX}_fan_region",
-                    info="The region number written on the labelled copy of a fan result.",
-                )  # fmt: skip
+                fan_region = gr.Slider(label="Region to apply (#)", minimum=1, maximum=defaults["fan_count"], step=1, value=1, elem_id=f"{ELEM_PREFIX}_fan_region")
                 fan_apply = gr.Button("Apply region's strength", elem_id=f"{ELEM_PREFIX}_fan_apply")
             fan_note = gr.HTML(elem_id=f"{ELEM_PREFIX}_fan_note")
         with gr.Group(visible=defaults["source"] == "preprocessor", elem_id=f"{ELEM_PREFIX}_preprocessor_group") as preprocessor_group:
@@ -134,11 +131,22 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
                 background = gr.Button(
                     "Change the background (depth, inverted)", visible=depth is not None, elem_id=f"{ELEM_PREFIX}_change_background",
                 )  # fmt: skip
-        map_folder = gr.Textbox(placeholder="optional: a folder of maps named like the batch's input images", **_setting_kwargs("map_folder", defaults))
-        preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
+        with gr.Row():
+            invert = gr.Checkbox(**_setting_kwargs("invert", defaults))
+            low, high = _slider("low", defaults), _slider("high", defaults)
+        with gr.Accordion("More map options", open=False, elem_id=f"{ELEM_PREFIX}_more"):
+            with gr.Row():
+                gamma, blur = _slider("gamma", defaults), _slider("blur", defaults)
+            with gr.Row():
+                preserve = gr.Checkbox(**_setting_kwargs("preserve", defaults))
+                smooth = gr.Checkbox(**_setting_kwargs("smooth", defaults))
+                model_mask = gr.Checkbox(**_setting_kwargs("model_mask", defaults))
+        sliders = {"gamma": gamma, "blur": blur, "low": low, "high": high}
+        with gr.Row():
+            preview_button = gr.Button("Preview", elem_id=f"{ELEM_PREFIX}_preview_button")
         preview_error = gr.HTML(elem_id=f"{ELEM_PREFIX}_preview_error")
-        # Full width: the strip is about 8 tiles wide.
-        preview = gr.Image(label="Preview: map over the image, strengths, then released regions step by step", interactive=False, height=200, elem_id=f"{ELEM_PREFIX}_preview")
+        # Full width: the strip is about 8 tiles wide. Shown once there is one.
+        preview = gr.Image(label="Preview: map over the image, strengths, then released regions step by step", interactive=False, height=200, visible=False, elem_id=f"{ELEM_PREFIX}_preview")
 
     components = {
         "enabled": enabled, "map": change_map, "source": source, "invert": invert, "preserve": preserve, "smooth": smooth, "model_mask": model_mask, "map_folder": map_folder,
@@ -148,8 +156,8 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
     _wire_preview(host_components, preview_button, ordered, preview, preview_error)
     _wire_fan_apply(host_components, fan_apply, fan_region, components, fan_note)
     source.change(
-        fn=lambda value: (gr.update(visible=value == "fan"), gr.update(visible=value == "draw"), gr.update(visible=value == "preprocessor")),
-        inputs=[source], outputs=[fan_group, draw_group, preprocessor_group], show_progress=False,
+        fn=lambda value: tuple(gr.update(visible=value == shown) for shown in ("map", "fan", "draw", "preprocessor")),
+        inputs=[source], outputs=[map_group, fan_group, draw_group, preprocessor_group], show_progress=False,
     )  # fmt: skip
     # One click for the commonest wish: depth is bright near, so inverted it changes the far things.
     background.click(
@@ -201,7 +209,7 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
         try:
             args = DifferentialDiffusionArgs.from_ui(*(True, *values[len(host) :]))  # preview as if enabled
             if args.source == "inpaint mask":
-                raise DifferentialDiffusionError("source", "the preview shows uploaded or drawn maps and fans only")
+                raise DifferentialDiffusionError("source", "the preview shows uploaded or drawn maps, fans and preprocessor maps only")
             init_image = _init_image(init_image)
             init_size = init_image.size if init_image is not None else (int(width), int(height))
             geometry = Geometry(init_size, int(width), int(height), int(resize_mode or 0))
@@ -213,11 +221,12 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
                 user_map = None if args.source == "fan" else decode_map(args.user_map())
             strengths = pixel_strengths(args, geometry, user_map=user_map).values
             base = None if init_image is None else init_image_in_output_frame(init_image, geometry)
-            return preview_image(
+            strip = preview_image(
                 strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), smooth=args.smooth, init_image=base
-            ), ""
+            )  # fmt: skip
+            return gr.update(value=strip, visible=True), ""
         except DifferentialDiffusionError as error:
-            return None, _error_html(error)
+            return gr.update(value=None, visible=False), _error_html(error)
 
     button.click(fn=run_preview, inputs=[*host, *ordered[1:]], outputs=[preview, preview_error], show_progress=False)
 

@@ -1034,6 +1034,13 @@ def _preview_handler(host: Host):
     return button, button.events
 
 
+def preview_result(answer: tuple) -> tuple[Image.Image | None, str]:
+    """The Preview's (image update, error html) as (the image it shows, or None while hidden; error)."""
+    update, error = answer
+    assert update["__type__"] == "update" and update["visible"] is (update["value"] is not None)
+    return update["value"], error
+
+
 def test_preview_button_runs_on_the_img2img_inputs(host):
     button, events = _preview_handler(host)
     assert button.visible and [event for event, _ in events] == ["click"]
@@ -1041,15 +1048,15 @@ def test_preview_button_runs_on_the_img2img_inputs(host):
     assert handler["inputs"][:6] == [host.host_inputs[name] for name in host.panel.PREVIEW_INPUTS]
     assert handler["inputs"][6:] == host.controls[1:]
     values = [photo(), 64, 64, 10, 0.75, 0]
-    image, error = handler["fn"](*values, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    image, error = preview_result(handler["fn"](*values, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True))
     assert error == "" and isinstance(image, Image.Image)
     assert image.height > 0 and image.width > 6 * image.height  # the map panel and the release steps, side by side
     host.shared.opts.img2img_fix_steps = True  # black pixels (strength 0) with fix_steps: no schedule of 0 steps is built
-    image, error = handler["fn"](*values, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    image, error = preview_result(handler["fn"](*values, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True))
     assert error == "" and isinstance(image, Image.Image)
-    image, error = handler["fn"](*values, None, "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    image, error = preview_result(handler["fn"](*values, None, "map", False, 1.0, 0.0, 0.0, 1.0, True))
     assert image is None and "Differential Diffusion: map: " in error
-    image, error = handler["fn"](*values, ramp_map(), "inpaint mask", False, 1.0, 0.0, 0.0, 1.0, True)
+    image, error = preview_result(handler["fn"](*values, ramp_map(), "inpaint mask", False, 1.0, 0.0, 0.0, 1.0, True))
     assert image is None and "Differential Diffusion: source: " in error
 
 
@@ -1076,9 +1083,9 @@ def test_preview_on_a_forge_canvas_reads_the_canvas_image(host):
     buffer = io.BytesIO()
     wide.save(buffer, format="PNG")
     for init in (np.asarray(wide), "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), wide):
-        image, error = handler["fn"](init, 64, 64, 10, 0.75, 1, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+        image, error = preview_result(handler["fn"](init, 64, 64, 10, 0.75, 1, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True))
         assert error == "" and isinstance(image, Image.Image)
-    image, error = handler["fn"]("<div>canvas</div>", 64, 64, 10, 0.75, 1, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    image, error = preview_result(handler["fn"]("<div>canvas</div>", 64, 64, 10, 0.75, 1, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True))
     assert error == "" and isinstance(image, Image.Image)  # no image yet: the map alone, over the output size
 
 
@@ -1323,17 +1330,19 @@ def _block(host: Host, elem_id: str):
 
 
 def test_fan_draw_and_preprocessor_controls_show_for_their_source_only(host):
-    groups = [_block(host, f"differential_diffusion_{name}_group") for name in ("fan", "draw", "preprocessor")]
-    assert [group.visible for group in groups] == [False, False, False]
-    assert any(block.elem_id == "differential_diffusion_draw_editor" for block in groups[1].children)
+    groups = [_block(host, f"differential_diffusion_{name}_group") for name in ("map", "fan", "draw", "preprocessor")]
+    assert [group.visible for group in groups] == [True, False, False, False]  # the default source: an uploaded map
+    assert [block.elem_id for block in groups[0].children] == ["differential_diffusion_map", "differential_diffusion_map_folder"]
+    assert any(block.elem_id == "differential_diffusion_draw_editor" for block in groups[2].children)
     drawn_map = host.components["drawn_map"]
     assert drawn_map.visible is True and "differential_diffusion-hidden" in drawn_map.elem_classes  # in the page (gradio 4 too), hidden by CSS
     source = host.components["source"]
     (event, handler), = [(event, handler) for event, handler in source.events if handler["outputs"] == groups]
     assert event == "change" and handler["inputs"] == [source]
     shown = lambda value: tuple(update["visible"] for update in handler["fn"](value))  # noqa: E731
-    assert shown("fan") == (True, False, False) and shown("draw") == (False, True, False) and shown("preprocessor") == (False, False, True)
-    assert shown("map") == shown("inpaint mask") == (False, False, False)
+    assert shown("map") == (True, False, False, False) and shown("fan") == (False, True, False, False)
+    assert shown("draw") == (False, False, True, False) and shown("preprocessor") == (False, False, False, True)
+    assert shown("inpaint mask") == (False, False, False, False)
 
 
 def test_region_to_apply_follows_the_fan_count(host):
@@ -1370,10 +1379,10 @@ def test_preview_shows_a_fan_without_any_upload(host):
     handler = events[0][1]
     values = dict(zip(POSITIONAL_ORDER[1:], [component.value for component in host.controls[1:]]))
     values.update(map=None, source="fan", fan_count=4, fan_layout="horizontal bands")
-    image, error = handler["fn"](photo(), 64, 64, 10, 0.75, 0, *values.values())
+    image, error = preview_result(handler["fn"](photo(), 64, 64, 10, 0.75, 0, *values.values()))
     assert error == "" and isinstance(image, Image.Image)
     values.update(source="inpaint mask")
-    image, error = handler["fn"](photo(), 64, 64, 10, 0.75, 0, *values.values())
+    image, error = preview_result(handler["fn"](photo(), 64, 64, 10, 0.75, 0, *values.values()))
     assert image is None and "Differential Diffusion: source: " in error
 
 
@@ -1641,3 +1650,16 @@ def test_change_background_picks_a_depth_preprocessor_and_inverts(host):
     components = host.components
     assert event == "click" and handler["outputs"] == [components["enabled"], components["source"], components["preprocessor"], components["invert"]]
     assert button.visible is False  # the stand-in host has no depth preprocessor
+
+
+def test_help_is_in_hover_hints_not_under_every_control(host):
+    """The settings table's help reaches the page as hover hints (javascript/differential_diffusion_hints.js
+    reads them from a hidden element); no control carries a paragraph of inline help."""
+    import html
+
+    holder = _block(host, "differential_diffusion_hints")
+    hints = json.loads(html.unescape(re.search(r"data-hints='([^']*)'", holder.value).group(1)))
+    assert {setting.elem_id: setting.info for setting in SETTINGS if setting.info}.items() <= hints.items()
+    blocks = list(_blocks_under(host.controls[0].accordion))
+    assert not [block.elem_id for block in blocks if block.kwargs.get("info")]
+    assert "differential_diffusion_fan_apply" in hints and all(hints.values())
