@@ -193,14 +193,15 @@ PROFILES = {
          "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check")),
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4, **_SDXL_FULL,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
+        # SD3 as an SD3.5 with full-size text encoders, T5-XXL in fp8 (make_sd35_checkpoint.py)
+        generated_stand_ins=_SD15_GENERATED + (("sd3", "sd35_forge"),),
         lacks=(_SD15_ONLY, _ENCODE_DRAWS, _SOFT_NO_OP,
                ("survives_failed_model_load", "a refiner that fails to load leaves it without a model: every later request "
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
                                               "without the extension (measured with plain requests); it also renames the file "
                                               "to .corrupted"),
-               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')")),
+               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
@@ -436,6 +437,11 @@ GENERATED_CHECKPOINTS = {
         # 119 MiB in about 2 s; images up to 256 px (pe-max 16 x patch 2 x 8)
         "args": ("--layout", "lean", "--clip-layers", "0", "--depth", "1", "--emb-dtype", "fp8"),
     },
+    # Forge's stand-in for sd3_tiny: Forge reads the MMDiT's size from the weights but builds CLIP-L, CLIP-G
+    # and T5-XXL at full size from fixed configs and needs T5 weights, so this one (this folder's
+    # make_sd35_checkpoint.py) is a small SD3.5-layout MMDiT (qk RMS norms, depth 2) with the full SD3 VAE,
+    # CLIP-L/G in fp16 and T5-XXL in float8_e4m3fn: 6.1 GiB, about 3 minutes on 2 cores (streamed, 2 GB RSS).
+    "sd35_forge": {"stem": "sd35_forge_rand", "script": "make_sd35_checkpoint.py", "args": (), "ours": True},
     # Forge-family stand-ins for sd1_graded and sd1_rand (PROFILES): SD1.5 layout, smaller UNet, random
     # weights (about 600 MiB, 15-45 s each); the generator imports a WebUI tree's ldm code ("ldm").
     "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},
