@@ -116,6 +116,9 @@ class HostProfile:
     generated_stand_ins: tuple[tuple[str, str], ...] = ()
     # (stand-in, flags): launch flags for a server that starts on that stand-in.
     stand_in_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (ServerSpec key, ((field, value), ...)): img2img request fields the harness sends to that server
+    # unless a test gives them (post_img2img).
+    request_defaults: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
 
     def cannot(self, capability: str) -> str | None:
         """One-line skip reason when this host cannot do ``capability``, else None."""
@@ -196,6 +199,11 @@ PROFILES = {
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
         # SD3 as an SD3.5 with full-size text encoders, T5-XXL in fp8 (make_sd35_checkpoint.py)
         generated_stand_ins=_SD15_GENERATED + (("sd3", "sd35_forge"),),
+        # Its "Automatic" schedule for flow models ends in two zero sigmas (the flow predictor's t = 0 is
+        # sigma 0, and 0 is appended): the last model call is at sigma 0 and Euler's (x - denoised) / 0
+        # makes every sample NaN (measured: black images, with or without the extension). Forge's own
+        # UI preset for flow models uses "Simple" (modules_forge/main_entry.py flux_i2i_scheduler).
+        request_defaults=(("sd3", (("scheduler", "Simple"),)),),
         lacks=(_SD15_ONLY, _ENCODE_DRAWS, _SOFT_NO_OP,
                ("survives_failed_model_load", "a refiner that fails to load leaves it without a model: every later request "
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
@@ -484,6 +492,7 @@ class WebUIServer:
         self.warm_s: float | None = None       # start -> warm-up generation done
         self.models: list[dict] = []
         self.nan_restarts = 0                  # starts thrown away for NaN samples in the warm-up
+        self.request_defaults = dict(dict(host.profile.request_defaults).get(spec.key, ()))  # post_img2img
         self._log_start = 0                    # log offsets of the latest start / its warm-up end
         self._log_warm = 0
 
@@ -1052,6 +1061,8 @@ def post_img2img(server: WebUIServer | str, init_image: Image.Image | None = Non
     then draws its noise). So an answer is a function of (this payload, previous payload), and
     may differ by ~1/255 in a few pixels otherwise. After a request with the same seed, size
     and batch (e.g. the warm-up's defaults) it is bit-for-bit reproducible."""
+    if isinstance(server, WebUIServer):
+        payload = {**server.request_defaults, **payload}
     body = img2img_payload(init_image, **payload)
 
     def send():
