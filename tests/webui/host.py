@@ -116,6 +116,9 @@ class HostProfile:
     generated_stand_ins: tuple[tuple[str, str], ...] = ()
     # (stand-in, flags): launch flags for a server that starts on that stand-in.
     stand_in_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (ServerSpec key, ((field, value), ...)): img2img request fields the harness sends to that server
+    # unless a test gives them (post_img2img).
+    request_defaults: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
 
     def cannot(self, capability: str) -> str | None:
         """One-line skip reason when this host cannot do ``capability``, else None."""
@@ -193,14 +196,20 @@ PROFILES = {
          "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check")),
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4, **_SDXL_FULL,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
+        # SD3 as an SD3.5 with full-size text encoders, T5-XXL in fp8 (make_sd35_checkpoint.py)
+        generated_stand_ins=_SD15_GENERATED + (("sd3", "sd35_forge"),),
+        # Its "Automatic" schedule for flow models ends in two zero sigmas (the flow predictor's t = 0 is
+        # sigma 0, and 0 is appended): the last model call is at sigma 0 and Euler's (x - denoised) / 0
+        # makes every sample NaN (measured: black images, with or without the extension). Forge's own
+        # UI preset for flow models uses "Simple" (modules_forge/main_entry.py flux_i2i_scheduler).
+        request_defaults=(("sd3", (("scheduler", "Simple"),)),),
         lacks=(_SD15_ONLY, _ENCODE_DRAWS, _SOFT_NO_OP,
                ("survives_failed_model_load", "a refiner that fails to load leaves it without a model: every later request "
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
                                               "without the extension (measured with plain requests); it also renames the file "
                                               "to .corrupted"),
-               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "builds SD3 only with T5-XXL weights (loader.py: 'You do not have T5 state dict!')")),
+               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
@@ -436,6 +445,11 @@ GENERATED_CHECKPOINTS = {
         # 119 MiB in about 2 s; images up to 256 px (pe-max 16 x patch 2 x 8)
         "args": ("--layout", "lean", "--clip-layers", "0", "--depth", "1", "--emb-dtype", "fp8"),
     },
+    # Forge's stand-in for sd3_tiny: Forge reads the MMDiT's size from the weights but builds CLIP-L, CLIP-G
+    # and T5-XXL at full size from fixed configs and needs T5 weights, so this one (this folder's
+    # make_sd35_checkpoint.py) is a small SD3.5-layout MMDiT (qk RMS norms, depth 2) with the full SD3 VAE,
+    # CLIP-L/G in fp16 and T5-XXL in float8_e4m3fn: 6.1 GiB, about 3 minutes on 2 cores (streamed, 2 GB RSS).
+    "sd35_forge": {"stem": "sd35_forge_rand", "script": "make_sd35_checkpoint.py", "args": (), "ours": True},
     # Forge-family stand-ins for sd1_graded and sd1_rand (PROFILES): SD1.5 layout, smaller UNet, random
     # weights (about 600 MiB, 15-45 s each); the generator imports a WebUI tree's ldm code ("ldm").
     "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},
@@ -478,6 +492,7 @@ class WebUIServer:
         self.warm_s: float | None = None       # start -> warm-up generation done
         self.models: list[dict] = []
         self.nan_restarts = 0                  # starts thrown away for NaN samples in the warm-up
+        self.request_defaults = dict(dict(host.profile.request_defaults).get(spec.key, ()))  # post_img2img
         self._log_start = 0                    # log offsets of the latest start / its warm-up end
         self._log_warm = 0
 
@@ -1046,6 +1061,8 @@ def post_img2img(server: WebUIServer | str, init_image: Image.Image | None = Non
     then draws its noise). So an answer is a function of (this payload, previous payload), and
     may differ by ~1/255 in a few pixels otherwise. After a request with the same seed, size
     and batch (e.g. the warm-up's defaults) it is bit-for-bit reproducible."""
+    if isinstance(server, WebUIServer):
+        payload = {**server.request_defaults, **payload}
     body = img2img_payload(init_image, **payload)
 
     def send():
