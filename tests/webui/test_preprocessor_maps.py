@@ -66,6 +66,9 @@ def server(webui_host, webui_servers):
     names = server.get("/differential-diffusion/v1/schema").json()["properties"]["preprocessor"]["enum"]
     if webui_host.kind == "a1111" and not names:
         pytest.skip(f"{CN_EXTENSION} did not load on the host (the schema lists no preprocessor)")
+    missing = [name for name in NAMES if name not in names]
+    if missing:
+        pytest.skip(f"{webui_host.profile.title} has no {', '.join(missing)} preprocessor (it has: {', '.join(names) or 'none'})")
     return server
 
 
