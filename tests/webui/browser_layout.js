@@ -2,10 +2,10 @@
 // The panel's layout per map source, in the WebUI's img2img tab (headless system Chromium):
 // open the panel, choose each map source in turn and measure the panel (its accordion's box),
 // which of its controls show, and the hover hints of its controls (the `title` the page gives
-// them). Prints one JSON object on stdout; used by tests/webui/test_browser_layout.py.
+// them); then paste a preprocessor run's parameters and read the panel back. Prints one JSON object on stdout; used by tests/webui/test_browser_layout.py.
 //
 // usage: node browser_layout.js '<json config>'
-//   config: { url, chromium, playwrightCore, outDir, userDataDir, sources, controls, hinted,
+//   config: { url, chromium, playwrightCore, outDir, userDataDir, sources, controls, hinted, pasteText,
 //             viewportWidth = 1280, timeoutMs = 120000, totalTimeoutMs = 300000 }
 'use strict';
 
@@ -62,6 +62,20 @@ async function main() {
         const titled = nodes.find((node) => node.title);
         return titled ? titled.title : '';
       }).catch((e) => `(${e})`);
+    }
+    // Paste parameters: a preprocessor run's infotext in the prompt, then the paste button.
+    if (cfg.pasteText) {
+      await page.locator('#img2img_prompt textarea').first().fill(cfg.pasteText);
+      await page.locator('#tab_img2img #paste').first().click();
+      await page.waitForTimeout(2000);
+      result.pasted = {
+        enabled: await page.locator(`#${P}_enabled-visible-checkbox, #${P}_enabled input[type=checkbox]`).first().isChecked().catch(() => null),
+        source: await page.locator(`#${P}_source input[type=radio]:checked`).first().evaluate((e) => e.value).catch(() => null),
+        preprocessor: await page.locator(`#${P}_preprocessor input`).first().inputValue().catch(() => null),
+        invert: await page.locator(`#${P}_invert input[type=checkbox]`).first().isChecked().catch(() => null),
+        groupShown: await page.locator(`#${P}_preprocessor_group`).first().isVisible().catch(() => null),
+      };
+      step(`pasted: ${JSON.stringify(result.pasted)}`);
     }
     result.ok = true;
   } finally {

@@ -3,6 +3,7 @@
 Each map source shows its own controls only (the upload field for an uploaded map, the editor for
 a drawn one, the fan's settings, the preprocessor's), the help lives in hover hints, and the
 panel stays short: its height per source is measured at the page's own width (a 1280 px window).
+Pasting a preprocessor run's parameters restores it completely and switches the panel on.
 
 Tools as for test_browser.py (node, Debian chromium, npm playwright-core; missing -> skip).
 """
@@ -28,12 +29,14 @@ HINTED = ("invert", "gamma", "blur", "low", "high", "preserve", "smooth", "model
 # 2088 px (draw) tall here (A1111 v1.10.1).
 MAX_HEIGHT = 700
 MAX_DRAW_HEIGHT = 1100
+PASTED = "a cat\nSteps: 6, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Denoising strength: 0.75, " \
+         "Differential Diffusion: True, DD source: preprocessor, DD preprocessor: depth_midas, DD invert: True"
 
 
 def test_each_source_shows_its_own_controls_in_a_short_panel(browser_tools, ui_server, tmp_path):  # noqa: F811
     res, stderr = run_browser_script(
         browser_tools, LAYOUT_JS, ui_server, tmp_path, timeout_s=330,
-        sources=list(SOURCES), controls=list(OWN.values()), hinted=list(HINTED), timeoutMs=120_000, totalTimeoutMs=300_000,
+        sources=list(SOURCES), controls=list(OWN.values()), hinted=list(HINTED), pasteText=PASTED, timeoutMs=120_000, totalTimeoutMs=300_000,
     )
     assert res.get("ok"), f"browser run failed: {res.get('error')}\nsteps: {res.get('steps')}\nstderr: {stderr[-2000:]}"
     heights = {source: res["sources"][source]["height"] for source in SOURCES}
@@ -47,5 +50,6 @@ def test_each_source_shows_its_own_controls_in_a_short_panel(browser_tools, ui_s
         assert shown == expected, f"source {source!r}: controls shown {shown}, expected {expected}"
     for name in HINTED:
         assert res["hints"][name] == SETTINGS_BY_NAME[name].info, f"{name}: hover hint {res['hints'][name]!r}"
+    assert res["pasted"] == {"enabled": True, "source": "preprocessor", "preprocessor": "depth_midas", "invert": True, "groupShown": True}, res["pasted"]
     assert heights.pop("draw") <= MAX_DRAW_HEIGHT and max(heights.values()) <= MAX_HEIGHT, res["sources"]
     assert not res.get("pageErrors"), res["pageErrors"]
