@@ -51,6 +51,15 @@ async function launchLoopbackOnly(pw, cfg, result, { viewport, timeout }) {
   return { ctx, page };
 }
 
+// Load the WebUI page and switch to its img2img tab.
+async function openImg2imgTab(page, url, timeout) {
+  await page.goto(url, { waitUntil: 'domcontentloaded', timeout });
+  const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/i });
+  await tabButton.first().waitFor({ state: 'visible', timeout });
+  await tabButton.first().click();
+  await page.locator('#tab_img2img').waitFor({ state: 'visible', timeout });
+}
+
 // Runs main(), then prints result as one JSON line and exits: 0 ok, 2 failed, 3 overall timeout.
 // The exit waits for the write: node writes to a pipe asynchronously, and exiting at once cut
 // a large result short (seen at 128 KiB).
@@ -67,4 +76,4 @@ function runAndReport(main, result, totalTimeoutMs, name) {
     });
 }
 
-module.exports = { isLoopback, launchLoopbackOnly, runAndReport };
+module.exports = { isLoopback, launchLoopbackOnly, openImg2imgTab, runAndReport };

@@ -24,7 +24,7 @@
 
 const path = require('path');
 const fs = require('fs');
-const { launchLoopbackOnly, runAndReport } = require('./browser_common');
+const { launchLoopbackOnly, openImg2imgTab, runAndReport } = require('./browser_common');
 
 const cfg = JSON.parse(process.argv[2] || '{}');
 const pw = require(cfg.playwrightCore || 'playwright-core');
@@ -181,11 +181,7 @@ async function main() {
   const { ctx, page } = await launchLoopbackOnly(pw, cfg, result, { viewport: { width: 1280, height: 1100 }, timeout });
   try {
     step(`goto ${cfg.url}`);
-    await page.goto(cfg.url, { waitUntil: 'domcontentloaded', timeout });
-    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/i });
-    await tabButton.first().waitFor({ state: 'visible', timeout });
-    await tabButton.first().click();
-    await page.locator('#tab_img2img').waitFor({ state: 'visible', timeout });
+    await openImg2imgTab(page, cfg.url, timeout);
     page.setDefaultTimeout(Math.min(timeout, 30000));
     await setNumber(page, 'img2img_width', cfg.width);
     await setNumber(page, 'img2img_height', cfg.height);

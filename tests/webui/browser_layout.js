@@ -11,7 +11,7 @@
 
 const path = require('path');
 const fs = require('fs');
-const { launchLoopbackOnly, runAndReport } = require('./browser_common');
+const { launchLoopbackOnly, openImg2imgTab, runAndReport } = require('./browser_common');
 
 const cfg = JSON.parse(process.argv[2] || '{}');
 const pw = require(cfg.playwrightCore || 'playwright-core');
@@ -29,11 +29,7 @@ async function main() {
   fs.mkdirSync(cfg.outDir, { recursive: true });
   const { ctx, page } = await launchLoopbackOnly(pw, cfg, result, { viewport: { width: cfg.viewportWidth || 1280, height: 1000 }, timeout });
   try {
-    await page.goto(cfg.url, { waitUntil: 'domcontentloaded', timeout });
-    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/i });
-    await tabButton.first().waitFor({ state: 'visible', timeout });
-    await tabButton.first().click();
-    await page.locator('#tab_img2img').waitFor({ state: 'visible', timeout });
+    await openImg2imgTab(page, cfg.url, timeout);
     page.setDefaultTimeout(Math.min(timeout, 30000));
     const accordion = page.locator(`#${P}_enabled`);
     await accordion.scrollIntoViewIfNeeded();

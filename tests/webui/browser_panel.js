@@ -21,7 +21,7 @@
 
 const path = require('path');
 const fs = require('fs');
-const { launchLoopbackOnly, runAndReport } = require('./browser_common');
+const { launchLoopbackOnly, openImg2imgTab, runAndReport } = require('./browser_common');
 
 const cfg = JSON.parse(process.argv[2] || '{}');
 const pw = require(cfg.playwrightCore || 'playwright-core');
@@ -211,11 +211,7 @@ async function main() {
   const { ctx, page } = await launchLoopbackOnly(pw, cfg, result, { viewport: { width: cfg.viewportWidth || 1280, height: cfg.viewportHeight || 1000 }, timeout });
   try {
     step(`goto ${cfg.url}`);
-    await page.goto(cfg.url, { waitUntil: 'domcontentloaded', timeout });
-    const tabButton = page.locator('#tabs > .tab-nav > button').filter({ hasText: /^\s*img2img\s*$/i });
-    await tabButton.first().waitFor({ state: 'visible', timeout });
-    await tabButton.first().click();
-    await page.locator('#tab_img2img').waitFor({ state: 'visible', timeout });
+    await openImg2imgTab(page, cfg.url, timeout);
     step('img2img tab shown');
     page.setDefaultTimeout(Math.min(timeout, 30000));
 
