@@ -20,7 +20,7 @@ const P = 'differential_diffusion';
 
 const result = {
   ok: false, steps: [], consoleErrors: [], consoleWarnings: [], pageErrors: [], failedRequests: [], blockedRequests: [],
-  screenshots: {}, sources: {}, hints: {}, error: null,
+  screenshots: {}, sources: {}, hints: {}, background: null, pasted: null, error: null,
 };
 const t0 = Date.now();
 const step = (s) => { result.steps.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${s}`); };
@@ -58,6 +58,23 @@ async function main() {
         const titled = nodes.find((node) => node.title);
         return titled ? titled.title : '';
       }).catch((e) => `(${e})`);
+    }
+    // The one-click background change (shown where the host has a depth preprocessor).
+    const background = page.locator(`#${P}_change_background`).first();
+    await page.locator(`#${P}_source label`).filter({ hasText: /^\s*preprocessor\s*$/ }).first().click();
+    await page.waitForTimeout(800);
+    if (await background.isVisible().catch(() => false)) {
+      await page.locator(`#${P}_source label`).filter({ hasText: /^\s*map\s*$/ }).first().click();
+      await page.waitForTimeout(500);
+      await page.locator(`#${P}_source label`).filter({ hasText: /^\s*preprocessor\s*$/ }).first().click();
+      await background.click();
+      await page.waitForTimeout(1500);
+      result.background = {
+        source: await page.locator(`#${P}_source input[type=radio]:checked`).first().evaluate((e) => e.value).catch(() => null),
+        preprocessor: await page.locator(`#${P}_preprocessor input`).first().inputValue().catch(() => null),
+        invert: await page.locator(`#${P}_invert input[type=checkbox]`).first().isChecked().catch(() => null),
+      };
+      step(`background button: ${JSON.stringify(result.background)}`);
     }
     // Paste parameters: a preprocessor run's infotext in the prompt, then the paste button.
     if (cfg.pasteText) {

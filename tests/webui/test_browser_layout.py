@@ -50,6 +50,15 @@ def test_each_source_shows_its_own_controls_in_a_short_panel(browser_tools, ui_s
         assert shown == expected, f"source {source!r}: controls shown {shown}, expected {expected}"
     for name in HINTED:
         assert res["hints"][name] == SETTINGS_BY_NAME[name].info, f"{name}: hover hint {res['hints'][name]!r}"
+    # "Change the background": a depth preprocessor, inverted (the button shows where the host has one).
+    schema_names = ui_server.get("/differential-diffusion/v1/schema").json()["properties"]["preprocessor"]["enum"]
+    if any("depth" in name for name in schema_names):
+        assert res["background"] is not None, "no 'Change the background' button on a host with depth preprocessors"
+        assert res["background"]["source"] == "preprocessor" and res["background"]["invert"] is True, res["background"]
+        assert "depth" in res["background"]["preprocessor"], res["background"]
+        MEASUREMENTS.append(f"change the background: {res['background']}")
+    else:
+        assert res["background"] is None
     assert res["pasted"] == {"enabled": True, "source": "preprocessor", "preprocessor": "depth_midas", "invert": True, "groupShown": True}, res["pasted"]
     assert heights.pop("draw") <= MAX_DRAW_HEIGHT and max(heights.values()) <= MAX_HEIGHT, res["sources"]
     assert not res.get("pageErrors"), res["pageErrors"]
