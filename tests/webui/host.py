@@ -223,7 +223,11 @@ PROFILES = {
         options=(("stealth_pnginfo_opt", "None"),),
         lacks=(_SD15_ONLY, _SOFT_NO_OP,
                ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
+               ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)"),
+               ("flux", "runs a Flux.1 file as SD1 (load_model_for_a1111 has no Flux path: v1 config, CLIP-L only), so "
+                        "Flux's txt_in meets 77x768 where it takes T5's 4096 (measured on a Flux.1-dev file at its fixed "
+                        "hidden 3072: every img2img answers 500, 'mat1 and mat2 shapes cannot be multiplied (154x768 and "
+                        "4096x3072)')")),
         extra_samplers=(
             "Euler Dy", "Euler SMEA Dy", "Euler Negative", "Euler Negative Dy", "DPM++ SDE Classic", "ER SDE",
             "Kohaku_LoNyu_Yog", "Euler CFG++", "Euler Ancestral CFG++", "DPM++ 2S Ancestral CFG++", "DPM++ 2M CFG++",
