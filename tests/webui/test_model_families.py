@@ -164,14 +164,16 @@ def test_flow_xyz_cells_are_their_direct_runs(flow_server):
 def test_flow_preview_release_steps_are_the_runs(flow_server):
     """The Preview computes release steps without the model (an evenly falling schedule): on the
     family's shifted flow schedule they must still be the run's, step for step."""
-    levels = (0, 40, 90, 128, 200, 255)
-    bands = np.zeros((64, 96), np.uint8)
+    # 128 px wide: a size every host keeps (Forge Neo's build rounds sizes to multiples of 64, and a map
+    # stretched from 96 to 128 px no longer has its bands on latent pixels)
+    levels = (0, 40, 90, 128, 160, 200, 230, 255)
+    bands = np.zeros((64, 128), np.uint8)
     for i, level in enumerate(levels):
         bands[:, i * 16:(i + 1) * 16] = level
     from PIL import Image
 
     for strength in (1.0, 0.75):
-        assert_ok(post_img2img(flow_server, init_image=make_init_image(96, 64), width=96, height=64, denoising_strength=strength,
+        assert_ok(post_img2img(flow_server, init_image=make_init_image(128, 64), width=128, height=64, denoising_strength=strength,
                                prompt=NO_SKIP_PROMPT, alwayson_scripts=dd(Image.fromarray(bands, "L"))))
         run_release = np.asarray(last_run(flow_server)["release"])[:, 0]
         latent = to_latent(bands.astype(np.float32) / 255, run_release.shape[1:])[0, 0].to(torch.float64) * strength
