@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 
 from webui import host as _host
-from webui.host import SD1, SD1_EDIT, SD1_INPAINT, SD3, SDXL, SDXL_INPAINT, UI, ServerManager
+from webui.host import FLUX, SD1, SD1_EDIT, SD1_INPAINT, SD3, SDXL, SDXL_INPAINT, UI, ServerManager
 
 HERE = Path(__file__).resolve().parent
 
-SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "ui_server": UI, "sd1_inpaint_server": SD1_INPAINT,
+SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "flux_server": FLUX, "ui_server": UI, "sd1_inpaint_server": SD1_INPAINT,
                    "sdxl_inpaint_server": SDXL_INPAINT, "sd1_edit_server": SD1_EDIT}
 _SERVER_ORDER = list(SERVER_FIXTURES)
 # A server fixture implies a capability of the host (host.CAPABILITIES).
-FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "sd1_inpaint_server": "sd1_inpainting",
+FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "flux_server": "flux", "sd1_inpaint_server": "sd1_inpainting",
                 "sdxl_inpaint_server": "sdxl_inpainting", "sd1_edit_server": "instruct_pix2pix"}
 
 _HOST, _SKIP_REASON = _host.find_host()
@@ -115,6 +115,12 @@ def sdxl_server(webui_servers):
 def sd3_server(webui_servers):
     """API-only WebUI with a generated SD3 checkpoint (flow matching; T5 off), warmed up."""
     return webui_servers.acquire(SD3)
+
+
+@pytest.fixture(scope="session")
+def flux_server(webui_servers):
+    """API-only WebUI with a generated Flux.1-dev checkpoint (small transformer, full-size text encoders), warmed up."""
+    return webui_servers.acquire(FLUX)
 
 
 @pytest.fixture(scope="session")

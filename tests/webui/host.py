@@ -140,6 +140,7 @@ CAPABILITIES = {
     "graded": "the graded fixtures (sd1_graded): how much an image changes is meaningful",
     "sdxl": "the fixtures' SDXL base and refiner",
     "sd3": "the generated SD3 checkpoint (flow matching)",
+    "flux": "a generated Flux.1-dev checkpoint (flow matching, distilled guidance; make_flux_checkpoint.py)",
     "steady_encode": "an img2img request after one with another seed differs by a hair at most (the VAE encode's "
                      "draw from the global torch RNG barely shows)",
     "survives_failed_model_load": "a refiner that fails to load inside sampling fails that request only",
@@ -193,7 +194,8 @@ PROFILES = {
     "a1111": HostProfile(
         "a1111", "AUTOMATIC1111",
         ("--skip-prepare-environment", "--skip-torch-cuda-test", "--use-cpu", "all", "--no-half",
-         "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check")),
+         "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check"),
+        lacks=(("flux", "has no Flux support"),)),
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
@@ -209,7 +211,9 @@ PROFILES = {
                                               "answers 500 ('NoneType' object has no attribute 'sd_checkpoint_info'), with or "
                                               "without the extension (measured with plain requests); it also renames the file "
                                               "to .corrupted"),
-               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX),
+               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
+               ("flux", "builds Flux.1 at full size only (its huggingface_guess fixes hidden 3072, 24 heads, 19 double and "
+                        "38 single blocks: a 12B transformer), so no small generated one loads; not measured here")),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
@@ -219,7 +223,11 @@ PROFILES = {
         options=(("stealth_pnginfo_opt", "None"),),
         lacks=(_SD15_ONLY, _SOFT_NO_OP,
                ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)")),
+               ("sd3", "cannot build SD3 (modules_forge/forge_loader.py load_model_for_a1111: AttributeError)"),
+               ("flux", "runs a Flux.1 file as SD1 (load_model_for_a1111 has no Flux path: v1 config, CLIP-L only), so "
+                        "Flux's txt_in meets 77x768 where it takes T5's 4096 (measured on a Flux.1-dev file at its fixed "
+                        "hidden 3072: every img2img answers 500, 'mat1 and mat2 shapes cannot be multiplied (154x768 and "
+                        "4096x3072)')")),
         extra_samplers=(
             "Euler Dy", "Euler SMEA Dy", "Euler Negative", "Euler Negative Dy", "DPM++ SDE Classic", "ER SDE",
             "Kohaku_LoNyu_Yog", "Euler CFG++", "Euler Ancestral CFG++", "DPM++ 2S Ancestral CFG++", "DPM++ 2M CFG++",
@@ -237,7 +245,7 @@ PROFILES = {
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, **_SDXL_FULL,
         lacks=(_SD15_ONLY, _ENCODE_DRAWS,
                ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "has no SD3 support"),
+               ("sd3", "has no SD3 support"), ("flux", "has no Flux support (no Flux code in its tree)"),
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
                                        "(`0 <= step/total <= skip`), so a pixel released mid-run takes its first step with CFG "
                                        "where plain img2img's first step has none (README, Limits)"),
@@ -255,6 +263,9 @@ PROFILES = {
     "neo": HostProfile(
         "neo", "Forge Neo", (*_FORGE_ARGS, "--cpu"), ckpt_dir_flag="--ckpt-dirs", ckpt_flag=None,
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4,
+        # Flux requests as its own UI preset for Flux.1 sets them (modules_forge/presets.py: Euler, scheduler
+        # "Beta", CFG 1, distilled CFG 3): Flux.1-dev is guidance-distilled and runs without a negative pass.
+        request_defaults=(("flux", (("scheduler", "Beta"), ("cfg_scale", 1.0), ("distilled_cfg_scale", 3.0))),),
         lacks=(_SD15_ONLY,
                ("sd1_inpainting", "its inpainting-model path is not proven yet (issue 26 brings Neo into the matrix)"),
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
@@ -435,6 +446,9 @@ UI = ServerSpec("ui", "sd1_graded", ui=True)
 # SD3 (flow matching): a seeded random checkpoint generated into the cache. T5 stays off (a full T5
 # would need about 19 GB); the server needs about 5 GB (CLIP-G is built full size).
 SD3 = ServerSpec("sd3", "sd3_tiny", options=(("sd3_enable_t5", False),), generated="sd3")
+# Flux.1-dev (flow matching, distilled guidance): a small seeded random transformer with full-size CLIP-L,
+# T5-XXL (fp8) and VAE, generated into the cache (make_flux_checkpoint.py).
+FLUX = ServerSpec("flux", "flux_rand", generated="flux")
 SD1_INPAINT = ServerSpec("sd1_inpaint", "sd1_inpaint_graded", generated="sd1_inpaint")
 SDXL_INPAINT = ServerSpec("sdxl_inpaint", "sdxl_inpaint_graded", generated="sdxl_inpaint")
 SD1_EDIT = ServerSpec("sd1_edit", "sd1_edit_graded", generated="sd1_edit")
@@ -450,6 +464,11 @@ GENERATED_CHECKPOINTS = {
     # make_sd35_checkpoint.py) is a small SD3.5-layout MMDiT (qk RMS norms, depth 2) with the full SD3 VAE,
     # CLIP-L/G in fp16 and T5-XXL in float8_e4m3fn: 6.1 GiB, about 3 minutes on 2 cores (streamed, 2 GB RSS).
     "sd35_forge": {"stem": "sd35_forge_rand", "script": "make_sd35_checkpoint.py", "args": (), "ours": True},
+    # Flux.1-dev for hosts that read its size from the weights (Forge Neo): hidden 256 (2 heads), one double
+    # and one single block, with CLIP-L (fp16), T5-XXL (float8_e4m3fn) and the VAE at full size, as the host
+    # builds them from fixed configs (this folder's make_flux_checkpoint.py): 4.8 GiB, 4.5 minutes on 2
+    # busy cores (streamed, 2.1 GB RSS).
+    "flux": {"stem": "flux_rand", "script": "make_flux_checkpoint.py", "args": (), "ours": True},
     # Forge-family stand-ins for sd1_graded and sd1_rand (PROFILES): SD1.5 layout, smaller UNet, random
     # weights (about 600 MiB, 15-45 s each); the generator imports a WebUI tree's ldm code ("ldm").
     "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},

@@ -133,9 +133,10 @@ def attnblock(p: Plan, pre, c, dt):
     p.conv(pre + "proj_out", c, c, 1, dt, gain=0.5)
 
 
-def vae(p: Plan, dt):
+def vae(p: Plan, dt, prefix: str = "first_stage_model."):
+    """The 16-channel SD3 VAE (also Flux.1's: the same layout and sizes) under ``prefix``."""
     ch, mult, nres = 128, (1, 2, 4, 4), 2
-    E = "first_stage_model.encoder."
+    E = prefix + "encoder."
     p.conv(E + "conv_in", ch, 3, 3, dt)
     in_mult = (1,) + mult
     for lvl in range(4):
@@ -164,7 +165,7 @@ def vae(p: Plan, dt):
     p.const(E + "conv_out.weight", conv_out_w, (32, c, 3, 3), dt)
     p.const(E + "conv_out.bias", conv_out_b, (32,), dt)
 
-    D = "first_stage_model.decoder."
+    D = prefix + "decoder."
     block_in = ch * mult[-1]
     p.conv(D + "conv_in", block_in, 16, 3, dt)
     resblock(p, D + "mid.block_1.", block_in, block_in, dt)
