@@ -668,7 +668,7 @@ def test_xyz_axes_exist_once_on_an_api_only_server(sd1_server):
     on_before_ui never reach the X/Y/Z script (IndexError 500 for their index)."""
     choices = xyz_choices(sd1_server)
     ours = [label for label in choices if label.startswith("[Differential Diffusion] ")]
-    assert ours == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High", "Smooth", "Model mask")], choices
+    assert ours == [f"[Differential Diffusion] {name}" for name in ("Enabled", "Invert", "Gamma", "Blur", "Low", "High", "Smooth", "Model mask", "Preprocessor")], choices
 
 
 # ------------------------------------------------------------------ 3d. batches
