@@ -458,6 +458,25 @@ def test_all_pinned_first_steps_are_skipped_with_the_same_result(host, sampler_n
     assert_no_hook_errors(host)
 
 
+@pytest.mark.parametrize("host_kind", ["a1111", "forge", "reforge", "classic", "neo"])
+def test_a_refiner_switching_by_step_count_forbids_step_skipping(host, monkeypatch, host_kind):
+    """Each host's own switch-by-steps option (A1111's refiner_switch_by_sample_steps, Neo's
+    refiner_use_steps) counts steps from the run's start; another host's option means nothing."""
+    surfaces = host.adapter.surfaces
+    monkeypatch.setattr(host.adapter, "HOST", host_kind)
+    p = types.SimpleNamespace(refiner_checkpoint_info=object(), s_min_uncond=0, sampler=types.SimpleNamespace(funcname="sample_euler"))
+    own = surfaces.refiner_by_steps_options(host_kind)
+    for name in ("refiner_switch_by_sample_steps", "refiner_use_steps"):
+        monkeypatch.setattr(host.shared.opts, name, True, raising=False)
+        assert host.adapter.step_counting(p, {}).refiner_switch_by_steps == (name in own), name
+        monkeypatch.setattr(host.shared.opts, name, False, raising=False)
+    assert not host.adapter.step_counting(p, {}).refiner_switch_by_steps
+    monkeypatch.setattr(host.shared.opts, own[0] if own else "refiner_use_steps", True, raising=False)
+    p.refiner_checkpoint_info = None  # no refiner: nothing switches
+    assert not host.adapter.step_counting(p, {}).refiner_switch_by_steps
+    assert len(own) == (host_kind != "classic")  # Classic has no such option
+
+
 @pytest.mark.parametrize("resize_mode", [0, 1, 2, 3])
 def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""

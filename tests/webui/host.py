@@ -116,6 +116,13 @@ class HostProfile:
     generated_stand_ins: tuple[tuple[str, str], ...] = ()
     # (stand-in, flags): launch flags for a server that starts on that stand-in.
     stand_in_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Width and height go to the nearest multiple of this (at least one) before sampling.
+    size_multiple: int = 8
+
+    def generated_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size this host generates when asked for ``width`` x ``height``."""
+        m = self.size_multiple
+        return max((width + m // 2) // m * m, m), max((height + m // 2) // m * m, m)
 
     def cannot(self, capability: str) -> str | None:
         """One-line skip reason when this host cannot do ``capability``, else None."""
@@ -246,7 +253,11 @@ PROFILES = {
     "neo": HostProfile(
         "neo", "Forge Neo", (*_FORGE_ARGS, "--cpu"), ckpt_dir_flag="--ckpt-dirs", ckpt_flag=None,
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4,
-        lacks=(_SD15_ONLY,
+        # Its default "Original" emphasis rescales the conditioning by the ratio of its means; the random
+        # stand-in's text embedding has a mean of ~0, which makes that 0/0: NaN latents on every run.
+        options=(("emphasis", "None"),),
+        size_multiple=64,  # processing.py process_images_inner: "(p.width + 32) // 64 * 64" for models without fix_dimensions
+        lacks=(_SD15_ONLY, _ENCODE_DRAWS,
                ("sd1_inpainting", "its inpainting-model path is not proven yet (issue 26 brings Neo into the matrix)"),
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
