@@ -28,6 +28,9 @@ FORGE_CANVAS_HOSTS = ("forge", "neo")  # the init image is a ForgeCanvas, not a 
 NOT_CLASSIC = ("a1111", "forge", "reforge", "neo")  # Classic lacks these (name-less callbacks, lib_xyz classes, PIL batch reads)
 _ALL = HOSTS
 REFINER_BY_STEPS = "the refiner switches by step count; read with a default of off"
+# UniPC's sampler function (p.sampler.funcname, a name or a function's __name__), whose steps are never
+# skipped: A1111's timestep sampler "unipc"; Neo runs it on sigmas (modules/sd_samplers_extra.sample_unipc).
+UNIPC_FUNCTIONS = frozenset({"unipc", "sample_unipc"})
 
 
 def detect_host(importer: Callable[[str], Any] = importlib.import_module) -> str:

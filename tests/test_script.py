@@ -477,6 +477,19 @@ def test_a_refiner_switching_by_step_count_forbids_step_skipping(host, monkeypat
     assert len(own) == (host_kind != "classic")  # Classic has no such option
 
 
+def test_unipc_keeps_its_steps_as_a_timestep_sampler_and_as_a_sigma_function(host):
+    """A1111 names UniPC's sampler "unipc"; Neo passes its k-diffusion function sample_unipc."""
+
+    def sample_unipc(model, x, sigmas, **kwargs):  # Neo's modules/sd_samplers_extra.sample_unipc, by name
+        return x
+
+    for funcname in ("unipc", sample_unipc):
+        p = types.SimpleNamespace(refiner_checkpoint_info=None, s_min_uncond=0, sampler=types.SimpleNamespace(funcname=funcname))
+        assert host.adapter.step_counting(p, {}).sampler_needs_its_steps, funcname
+    p.sampler.funcname = "sample_euler"
+    assert not host.adapter.step_counting(p, {}).sampler_needs_its_steps
+
+
 @pytest.mark.parametrize("resize_mode", [0, 1, 2, 3])
 def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""

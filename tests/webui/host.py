@@ -118,6 +118,8 @@ class HostProfile:
     stand_in_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # Width and height go to the nearest multiple of this (at least one) before sampling.
     size_multiple: int = 8
+    # Samplers A1111 runs on timesteps (DDIM, PLMS, UniPC) that this host runs on sigmas (k-diffusion).
+    sigma_samplers: tuple[str, ...] = ()
 
     def generated_size(self, width: int, height: int) -> tuple[int, int]:
         """The size this host generates when asked for ``width`` x ``height``."""
@@ -256,12 +258,15 @@ PROFILES = {
         # Its default "Original" emphasis rescales the conditioning by the ratio of its means; the random
         # stand-in's text embedding has a mean of ~0, which makes that 0/0: NaN latents on every run.
         options=(("emphasis", "None"),),
-        size_multiple=64,  # processing.py process_images_inner: "(p.width + 32) // 64 * 64" for models without fix_dimensions
+        # processing.py process_images_inner: "(p.width + 32) // 64 * 64" (this build, for models without fix_dimensions)
+        size_multiple=64,
+        sigma_samplers=("UniPC",),  # modules/sd_samplers_kdiffusion.py lists it (sd_samplers_extra.sample_unipc)
         lacks=(_SD15_ONLY, _ENCODE_DRAWS,
-               ("sd1_inpainting", "its inpainting-model path is not proven yet (issue 26 brings Neo into the matrix)"),
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "has no SD3 engine (backend/diffusion_engine)"))),
+               ("sd3", "has no SD3 engine (backend/diffusion_engine)")),
+        extra_samplers=("DPM++ 2s a RF", "ER SDE", "Res Multistep", "Kohaku LoNyu Yog", "DPM++ 2M CFG++", "Euler a CFG++",
+                        "Euler CFG++")),
 }
 
 
