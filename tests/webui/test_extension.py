@@ -139,6 +139,12 @@ def band_map(levels=(0, 64, 128, 191, 255), width: int = 160, height: int = 64) 
     return Image.fromarray(a, "L")
 
 
+def band_width(server) -> int:
+    """A width for five bands of whole latent pixels (160: 4 each) that the host generates as asked
+    (Neo rounds sizes to 64: 320)."""
+    return next(w for w in range(160, 2000, 160) if server.host.profile.generated_size(w, 64) == (w, 64))
+
+
 def assert_ok(r: requests.Response) -> requests.Response:
     assert r is not None
     assert r.status_code == 200, f"img2img answered {r.status_code}: {r.text[:2000]}"
@@ -289,8 +295,7 @@ def test_band_map_releases_on_schedule(sd1_server, sampler, extra, levels):
     with it, and in pixels band 0 is unchanged exactly and the change grows band by band (the
     last on graded checkpoints only: host.CAPABILITIES)."""
     strength = 1.0
-    # Five bands of whole latent pixels in a width the host generates as asked (Neo rounds to 64).
-    width = next(w for w in range(160, 2000, 160) if sd1_server.host.profile.generated_size(w, 64) == (w, 64))
+    width = band_width(sd1_server)
     band_px = width // 5
     init = make_init_image(width, 64)
     r = assert_ok(post_img2img(sd1_server, init_image=init, sampler_name=sampler, denoising_strength=strength,
