@@ -125,6 +125,8 @@ SURFACES: tuple[Surface, ...] = (
     # The option that makes the refiner switch by step count (step skipping would then move the switch).
     Surface("option", "modules.shared.opts.refiner_switch_by_sample_steps", why=REFINER_BY_STEPS, hosts=("a1111", "forge", "reforge")),
     Surface("option", "modules.shared.opts.refiner_use_steps", why=REFINER_BY_STEPS, hosts=("neo",)),
+    Surface("option", "modules.shared.opts.temp_dir", why="made before the Preview returns its image: gradio saves it there "
+            "(Neo's default, <data dir>/tmp, is not created at start)", hosts=("neo",)),
     Surface("option", "modules.shared.opts.s_min_uncond_all", why="read with a default of off", hosts=NOT_CLASSIC),
     Surface("class", "modules.ui_components.InputAccordion", ("value",)),
     Surface("module", "cv2", why="the host's own mask blur (cv2.GaussianBlur)"),

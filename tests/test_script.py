@@ -1082,6 +1082,16 @@ def test_preview_button_runs_on_the_img2img_inputs(host):
     assert image is None and "Differential Diffusion: source: " in error
 
 
+def test_preview_makes_the_hosts_temp_dir_it_is_saved_to(host, tmp_path, monkeypatch):
+    """gradio saves the returned image into opts.temp_dir, which Neo names but does not create."""
+    _, events = _preview_handler(host)
+    temp_dir = tmp_path / "data" / "tmp"
+    monkeypatch.setattr(host.shared.opts, "temp_dir", str(temp_dir), raising=False)
+    image, error = events[0][1]["fn"](photo(), 64, 64, 10, 0.75, 0, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True)
+    assert error == "" and isinstance(image, Image.Image)
+    assert temp_dir.is_dir()
+
+
 def test_preview_on_a_forge_canvas_reads_the_canvas_image(host):
     """Forge and Neo: "img2img_image" is the canvas's HTML block; the init image is the hidden
     component of class logical_image_background created right after it (a numpy array or a data URL)."""
