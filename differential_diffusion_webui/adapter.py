@@ -404,8 +404,9 @@ def step_counting(p: Any, sampling_kwargs: dict) -> StepCounting:
         fix_steps=bool(opts.img2img_fix_steps),
         skip_early_cfg=getattr(opts, "skip_early_cond", 0) > 0,
         uncond_every_other_call=getattr(p, "s_min_uncond", 0) > 0 and not getattr(opts, "s_min_uncond_all", False),
-        refiner_switch_by_steps=getattr(p, "refiner_checkpoint_info", None) is not None and bool(getattr(opts, "refiner_switch_by_sample_steps", False)),
-        sampler_needs_its_steps=sampler_function_name(p.sampler) == "unipc",
+        refiner_switch_by_steps=getattr(p, "refiner_checkpoint_info", None) is not None
+        and any(getattr(opts, name, False) for name in surfaces.refiner_by_steps_options(HOST)),
+        sampler_needs_its_steps=sampler_function_name(p.sampler) in surfaces.UNIPC_FUNCTIONS,
         prompt_schedules=has_prompt_schedules([sampling_kwargs.get("c"), sampling_kwargs.get("uc")]),
     )
 

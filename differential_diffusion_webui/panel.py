@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import os
 from typing import Any
 
 import gradio as gr
@@ -196,6 +197,14 @@ def _infotext_reader(name: str) -> Any:
     return read
 
 
+def _ensure_temp_dir() -> None:
+    """gradio saves the Preview image into the host's temp_dir; Neo's default (<data dir>/tmp) is not
+    created until the option changes, so a fresh install's Preview would fail on the missing folder."""
+    temp_dir = getattr(shared.opts, "temp_dir", "")
+    if temp_dir:
+        os.makedirs(temp_dir, exist_ok=True)
+
+
 def _wire_preview(host_components: dict, button: Any, ordered: list, preview: Any, preview_error: Any) -> None:
     host = [host_components.get(name) for name in PREVIEW_INPUTS]
     if host_components.get("canvas_image") is not None:
@@ -221,6 +230,7 @@ def _wire_preview(host_components: dict, button: Any, ordered: list, preview: An
                 user_map = None if args.source == "fan" else decode_map(args.user_map())
             strengths = pixel_strengths(args, geometry, user_map=user_map).values
             base = None if init_image is None else init_image_in_output_frame(init_image, geometry)
+            _ensure_temp_dir()
             strip = preview_image(
                 strengths, steps=int(steps), strength=float(strength), fix_steps=bool(shared.opts.img2img_fix_steps), smooth=args.smooth, init_image=base
             )  # fmt: skip

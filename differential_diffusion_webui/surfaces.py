@@ -27,6 +27,10 @@ HOSTS = ("a1111", "forge", "reforge", "classic", "neo")
 FORGE_CANVAS_HOSTS = ("forge", "neo")  # the init image is a ForgeCanvas, not a gr.Image
 NOT_CLASSIC = ("a1111", "forge", "reforge", "neo")  # Classic lacks these (name-less callbacks, lib_xyz classes, PIL batch reads)
 _ALL = HOSTS
+REFINER_BY_STEPS = "the refiner switches by step count; read with a default of off"
+# UniPC's sampler function (p.sampler.funcname, a name or a function's __name__), whose steps are never
+# skipped: A1111's timestep sampler "unipc"; Neo runs it on sigmas (modules/sd_samplers_extra.sample_unipc).
+UNIPC_FUNCTIONS = frozenset({"unipc", "sample_unipc"})
 
 
 def detect_host(importer: Callable[[str], Any] = importlib.import_module) -> str:
@@ -118,8 +122,11 @@ SURFACES: tuple[Surface, ...] = (
             "img2img_background_color", "enable_pnginfo", "samples_format",
         )
     ),  # fmt: skip
-    Surface("option", "modules.shared.opts.refiner_switch_by_sample_steps", why="read with a default of off",
-            hosts=NOT_CLASSIC),
+    # The option that makes the refiner switch by step count (step skipping would then move the switch).
+    Surface("option", "modules.shared.opts.refiner_switch_by_sample_steps", why=REFINER_BY_STEPS, hosts=("a1111", "forge", "reforge")),
+    Surface("option", "modules.shared.opts.refiner_use_steps", why=REFINER_BY_STEPS, hosts=("neo",)),
+    Surface("option", "modules.shared.opts.temp_dir", why="made before the Preview returns its image: gradio saves it there "
+            "(Neo's default, <data dir>/tmp, is not created at start)", hosts=("neo",)),
     Surface("option", "modules.shared.opts.s_min_uncond_all", why="read with a default of off", hosts=NOT_CLASSIC),
     Surface("class", "modules.ui_components.InputAccordion", ("value",)),
     Surface("module", "cv2", why="the host's own mask blur (cv2.GaussianBlur)"),
@@ -146,6 +153,11 @@ P_ATTRIBUTES = tuple(surface.name for surface in SURFACES if surface.kind == "p"
 def of_host(host: str) -> tuple[Surface, ...]:
     """The surfaces the glue uses on ``host``."""
     return tuple(surface for surface in SURFACES if host in surface.hosts)
+
+
+def refiner_by_steps_options(host: str) -> tuple[str, ...]:
+    """The options under which ``host``'s refiner switches by step count (none: it cannot)."""
+    return tuple(surface.name.rsplit(".", 1)[1] for surface in of_host(host) if surface.why == REFINER_BY_STEPS)
 
 
 def elem_ids(host: str) -> tuple[str, ...]:

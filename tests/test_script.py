@@ -461,6 +461,38 @@ def test_all_pinned_first_steps_are_skipped_with_the_same_result(host, sampler_n
     assert_no_hook_errors(host)
 
 
+@pytest.mark.parametrize("host_kind", ["a1111", "forge", "reforge", "classic", "neo"])
+def test_a_refiner_switching_by_step_count_forbids_step_skipping(host, monkeypatch, host_kind):
+    """Each host's own switch-by-steps option (A1111's refiner_switch_by_sample_steps, Neo's
+    refiner_use_steps) counts steps from the run's start; another host's option means nothing."""
+    surfaces = host.adapter.surfaces
+    monkeypatch.setattr(host.adapter, "HOST", host_kind)
+    p = types.SimpleNamespace(refiner_checkpoint_info=object(), s_min_uncond=0, sampler=types.SimpleNamespace(funcname="sample_euler"))
+    own = surfaces.refiner_by_steps_options(host_kind)
+    for name in ("refiner_switch_by_sample_steps", "refiner_use_steps"):
+        monkeypatch.setattr(host.shared.opts, name, True, raising=False)
+        assert host.adapter.step_counting(p, {}).refiner_switch_by_steps == (name in own), name
+        monkeypatch.setattr(host.shared.opts, name, False, raising=False)
+    assert not host.adapter.step_counting(p, {}).refiner_switch_by_steps
+    monkeypatch.setattr(host.shared.opts, own[0] if own else "refiner_use_steps", True, raising=False)
+    p.refiner_checkpoint_info = None  # no refiner: nothing switches
+    assert not host.adapter.step_counting(p, {}).refiner_switch_by_steps
+    assert len(own) == (host_kind != "classic")  # Classic has no such option
+
+
+def test_unipc_keeps_its_steps_as_a_timestep_sampler_and_as_a_sigma_function(host):
+    """A1111 names UniPC's sampler "unipc"; Neo passes its k-diffusion function sample_unipc."""
+
+    def sample_unipc(model, x, sigmas, **kwargs):  # Neo's modules/sd_samplers_extra.sample_unipc, by name
+        return x
+
+    for funcname in ("unipc", sample_unipc):
+        p = types.SimpleNamespace(refiner_checkpoint_info=None, s_min_uncond=0, sampler=types.SimpleNamespace(funcname=funcname))
+        assert host.adapter.step_counting(p, {}).sampler_needs_its_steps, funcname
+    p.sampler.funcname = "sample_euler"
+    assert not host.adapter.step_counting(p, {}).sampler_needs_its_steps
+
+
 @pytest.mark.parametrize("resize_mode", [0, 1, 2, 3])
 def test_kept_pixels_follow_the_hosts_resize_mode(host, resize_mode):
     """A 3:2 init image into 64x64: the map gets the init image's geometry, kept pixels stay exact."""
@@ -1058,6 +1090,16 @@ def test_preview_button_runs_on_the_img2img_inputs(host):
     assert image is None and "Differential Diffusion: map: " in error
     image, error = preview_result(handler["fn"](*values, ramp_map(), "inpaint mask", False, 1.0, 0.0, 0.0, 1.0, True))
     assert image is None and "Differential Diffusion: source: " in error
+
+
+def test_preview_makes_the_hosts_temp_dir_it_is_saved_to(host, tmp_path, monkeypatch):
+    """gradio saves the returned image into opts.temp_dir, which Neo names but does not create."""
+    _, events = _preview_handler(host)
+    temp_dir = tmp_path / "data" / "tmp"
+    monkeypatch.setattr(host.shared.opts, "temp_dir", str(temp_dir), raising=False)
+    image, error = preview_result(events[0][1]["fn"](photo(), 64, 64, 10, 0.75, 0, ramp_map(), "map", False, 1.0, 0.0, 0.0, 1.0, True))
+    assert error == "" and isinstance(image, Image.Image)
+    assert temp_dir.is_dir()
 
 
 def test_preview_on_a_forge_canvas_reads_the_canvas_image(host):

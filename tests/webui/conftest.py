@@ -28,7 +28,7 @@ SERVER_FIXTURES = {"sd1_server": SD1, "sdxl_server": SDXL, "sd3_server": SD3, "f
                    "sdxl_inpaint_server": SDXL_INPAINT, "sd1_edit_server": SD1_EDIT}
 _SERVER_ORDER = list(SERVER_FIXTURES)
 # A server fixture implies a capability of the host (host.CAPABILITIES).
-FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "flux_server": "flux", "sd1_inpaint_server": "sd1_inpainting",
+FIXTURE_NEEDS = {"sdxl_server": "sdxl", "sd3_server": "sd3", "flux_server": "flux",
                 "sdxl_inpaint_server": "sdxl_inpainting", "sd1_edit_server": "instruct_pix2pix"}
 
 _HOST, _SKIP_REASON = _host.find_host()

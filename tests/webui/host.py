@@ -119,6 +119,15 @@ class HostProfile:
     # (ServerSpec key, ((field, value), ...)): img2img request fields the harness sends to that server
     # unless a test gives them (post_img2img).
     request_defaults: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    # Width and height go to the nearest multiple of this (at least one) before sampling.
+    size_multiple: int = 8
+    # Samplers A1111 runs on timesteps (DDIM, PLMS, UniPC) that this host runs on sigmas (k-diffusion).
+    sigma_samplers: tuple[str, ...] = ()
+
+    def generated_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size this host generates when asked for ``width`` x ``height``."""
+        m = self.size_multiple
+        return max((width + m // 2) // m * m, m), max((height + m // 2) // m * m, m)
 
     def cannot(self, capability: str) -> str | None:
         """One-line skip reason when this host cannot do ``capability``, else None."""
@@ -147,8 +156,6 @@ CAPABILITIES = {
     "soft_inpainting": "soft inpainting changes the masked area (its final composite keeps the inpainted pixels)",
     "cfg_from_first_call": "CFG on every model call unless skip early CFG asks otherwise (a pixel released mid-run "
                            "then takes its first step as plain img2img takes its own)",
-    "sd1_inpainting": "a 9-channel SD1 inpainting checkpoint made at test time (make_inpaint_checkpoint.py: from the graded "
-                      "fixture, or the SD1.5-layout stand-in where only that loads)",
     "sdxl_inpainting": "a 9-channel SDXL inpainting checkpoint made from the fixtures' small SDXL base at test time",
     "instruct_pix2pix": "an 8-channel instruct-pix2pix SD1 made from the graded fixture at test time (its image conditioning "
                         "is the host's edit path)",
@@ -266,11 +273,18 @@ PROFILES = {
         # Flux requests as its own UI preset for Flux.1 sets them (modules_forge/presets.py: Euler, scheduler
         # "Beta", CFG 1, distilled CFG 3): Flux.1-dev is guidance-distilled and runs without a negative pass.
         request_defaults=(("flux", (("scheduler", "Beta"), ("cfg_scale", 1.0), ("distilled_cfg_scale", 3.0))),),
-        lacks=(_SD15_ONLY,
-               ("sd1_inpainting", "its inpainting-model path is not proven yet (issue 26 brings Neo into the matrix)"),
+        # Its default "Original" emphasis rescales the conditioning by the ratio of its means; the random
+        # stand-in's text embedding has a mean of ~0, which makes that 0/0: NaN latents on every run.
+        options=(("emphasis", "None"),),
+        # processing.py process_images_inner: "(p.width + 32) // 64 * 64" (this build, for models without fix_dimensions)
+        size_multiple=64,
+        sigma_samplers=("UniPC",),  # modules/sd_samplers_kdiffusion.py lists it (sd_samplers_extra.sample_unipc)
+        lacks=(_SD15_ONLY, _ENCODE_DRAWS,
                ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
                _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "has no SD3 engine (backend/diffusion_engine)"))),
+               ("sd3", "has no SD3 engine (backend/diffusion_engine)")),
+        extra_samplers=("DPM++ 2s a RF", "ER SDE", "Res Multistep", "Kohaku LoNyu Yog", "DPM++ 2M CFG++", "Euler a CFG++",
+                        "Euler CFG++")),
 }
 
 

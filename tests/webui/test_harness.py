@@ -48,7 +48,7 @@ def test_sd1_plain_img2img_non_square(sd1_server):
     r = post_img2img(sd1_server, init_image=init)
     assert r.status_code == 200, r.text[:2000]
     (img,) = decode_images(r)
-    assert img.size == (96, 64)
+    assert img.size == sd1_server.host.profile.generated_size(96, 64)  # (96, 64) but where the host rounds
 
 
 def test_sdxl_refiner_img2img_is_deterministic(sdxl_server):

@@ -248,7 +248,10 @@ def xyz_script_args(server, **values) -> list:
     info = server.get("/sdapi/v1/script-info").json()
     xyz = next(s for s in info if s["name"] == "x/y/z plot" and s["is_img2img"])
     labels = [a["label"] for a in xyz["args"]]
-    assert labels[:9] == XYZ_LABELS[:9] and set(XYZ_LABELS) <= set(labels), f"the X/Y/Z plot's arguments changed: {labels}"
+    # The same argument may be labelled a little differently (Neo: "Grid Margins" for "Grid margins (px)").
+    same = [label.lower().removesuffix(" (px)") for label in labels]
+    assert labels[:9] == XYZ_LABELS[:9] and {label.lower().removesuffix(" (px)") for label in XYZ_LABELS} <= set(same), (
+        f"the X/Y/Z plot's arguments changed: {labels}")
     choices = xyz["args"][0]["choices"]
     fixed = {"Draw legend": False, "Include Sub Images": True}
     args = []

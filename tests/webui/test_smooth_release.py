@@ -22,7 +22,7 @@ import pytest
 from lib_differential_diffusion.maps import decode_map, to_latent
 from lib_differential_diffusion.preview import map_release
 from webui.host import MEASUREMENTS, decode_images, images_equal, make_init_image, make_map_image, mean_change, post_img2img, response_info
-from webui.test_extension import assert_ok, band_map, dd, host_samplers, last_run, require_sampler  # noqa: F401 (fixtures)
+from webui.test_extension import assert_ok, band_map, band_width, dd, host_samplers, last_run, require_sampler  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.webui
 
@@ -115,25 +115,27 @@ def test_sd3_changes_strictly_between_levels(sd3_server):
 
 @pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M", "DPM++ SDE"])
 def test_the_run_releases_partly_where_the_preview_says(sd1_server, sampler):
-    """Bands between levels (160x64, 4 latent columns each): the run's release steps and shares
+    """Bands between levels (160x64, 4 latent columns each; band_width): the run's release steps and shares
     are the Preview's, reduced to the latent like the run's; the infotext says smooth. (The
     Preview shows k-diffusion's steps; the timestep samplers' table has fewer.)"""
     levels = (0, 20, 115, 128, 255)
-    init = make_init_image(160, 64)
+    width = band_width(sd1_server)
+    band_px = width // 5
+    init = make_init_image(width, 64)
     response = assert_ok(post_img2img(sd1_server, init_image=init, sampler_name=sampler, steps=STEPS, denoising_strength=1.0,
-                                      alwayson_scripts=dd(band_map(levels)), timeout=150))
+                                      alwayson_scripts=dd(band_map(levels, width=width)), timeout=150))
     assert response_info(response)["extra_generation_params"]["DD smooth"] is True
     report = last_run(sd1_server)
     release, weight = np.array(report["release"]), np.array(report["release_weight"], dtype=np.float32)
-    strengths = to_latent(decode_map(band_map(levels)), release.shape[-2:])[0, 0].numpy()
+    strengths = to_latent(decode_map(band_map(levels, width=width)), release.shape[-2:])[0, 0].numpy()
     expected = map_release(strengths, steps=STEPS, strength=1.0, fix_steps=False, smooth=True)
     assert np.array_equal(release[0, 0], expected.step.numpy())
     assert np.allclose(weight[0, 0], expected.weight.numpy(), atol=1e-6)
     assert (weight > 0).any() and (weight < 1).all()
     # Band 0 (black) is kept; band 1 (20/255: between nothing and the first level) changes, a little.
     (out,) = decode_images(response)
-    assert mean_change(out, init, box=(0, 0, 32, 64)) == 0.0
-    assert 0 < mean_change(out, init, box=(36, 0, 60, 64)) < mean_change(out, init, box=(132, 0, 160, 64))
+    assert mean_change(out, init, box=(0, 0, band_px, 64)) == 0.0
+    assert 0 < mean_change(out, init, box=(band_px + 4, 0, 2 * band_px - 4, 64)) < mean_change(out, init, box=(4 * band_px + 4, 0, width, 64))
 
 
 def test_smooth_is_an_api_key_with_a_schema_entry(sd1_server):
