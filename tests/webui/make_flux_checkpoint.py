@@ -29,8 +29,6 @@ in memory): the same arguments give the same bytes.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import time
@@ -38,7 +36,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_sd35_checkpoint import CLIPL, DT, Plan, clip, t5xxl, vae, write_streamed  # noqa: E402
+from make_sd35_checkpoint import CLIPL, DT, Plan, clip, save_plan, t5xxl, vae  # noqa: E402
 
 HEAD_DIM = 128  # Flux.1's rotary axes 16 + 56 + 56: Neo takes heads = hidden // 128
 
@@ -96,15 +94,7 @@ def main():
     vae(plan, dt, prefix="vae.")
     clip(plan, "text_encoders.clip_l.transformer.", CLIPL, dt)
     t5xxl(plan, DT[a.t5_dtype], dt)
-    names = [item[0] for item in plan.items]
-    assert len(names) == len(set(names))
-    meta = {"generator": "make_flux_checkpoint.py",
-            "args": json.dumps({k: v for k, v in vars(a).items() if k != "out"}, sort_keys=True)}
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    size = write_streamed(plan, a.out, meta)
-    n = sum(math.prod(item[1]) for item in plan.items)
-    print(f"wrote {a.out}: {len(plan.items)} tensors, {n / 1e6:.1f}M params, {size / 2**30:.2f} GiB of weights, "
-          f"{time.time() - t0:.1f}s")
+    save_plan(plan, a, "make_flux_checkpoint.py", t0)
 
 
 if __name__ == "__main__":

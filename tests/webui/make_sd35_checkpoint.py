@@ -260,10 +260,14 @@ def main():
     clip(plan, "text_encoders.clip_l.transformer.", CLIPL, dt)
     clip(plan, "text_encoders.clip_g.transformer.", CLIPG, dt)
     t5xxl(plan, DT[a.t5_dtype], dt)
+    save_plan(plan, a, "make_sd35_checkpoint.py", t0)
+
+
+def save_plan(plan: Plan, a: argparse.Namespace, generator: str, t0: float) -> None:
+    """Write ``plan`` to ``a.out`` with the generator's name and arguments as metadata, and say what was written."""
     names = [item[0] for item in plan.items]
     assert len(names) == len(set(names))
-    meta = {"generator": "make_sd35_checkpoint.py",
-            "args": json.dumps({k: v for k, v in vars(a).items() if k != "out"}, sort_keys=True)}
+    meta = {"generator": generator, "args": json.dumps({k: v for k, v in vars(a).items() if k != "out"}, sort_keys=True)}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     size = write_streamed(plan, a.out, meta)
     n = sum(math.prod(item[1]) for item in plan.items)
