@@ -129,6 +129,10 @@ SURFACES: tuple[Surface, ...] = (
             "(Neo's default, <data dir>/tmp, is not created at start)", hosts=("neo",)),
     Surface("option", "modules.shared.opts.s_min_uncond_all", why="read with a default of off", hosts=NOT_CLASSIC),
     Surface("class", "modules.ui_components.InputAccordion", ("value",)),
+    # A1111 has preprocessors only with sd-webui-controlnet (an extension's registry, not the host's:
+    # preprocessors.py looks it up when loaded).
+    Surface("attribute", "modules_forge.shared.supported_preprocessors", why="map source 'preprocessor': the built-in ones",
+            hosts=("forge", "reforge", "classic", "neo")),
     Surface("module", "cv2", why="the host's own mask blur (cv2.GaussianBlur)"),
     # --- global patches, undone on script unload ------------------------------------------
     Surface("global patch", "modules.img2img.process_batch", ("p",), "tag batch-tab inputs with their file path"),
