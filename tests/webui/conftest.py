@@ -98,53 +98,26 @@ def webui_servers(webui_host, tmp_path_factory):
         mgr.stop_all()
 
 
-@pytest.fixture(scope="session")
-def sd1_server(webui_servers):
-    """API-only (--nowebui) WebUI with sd1_graded (or the host's SD1.5 stand-in), warmed up."""
-    return webui_servers.acquire(SD1)
+def _server_fixture(name: str, what: str):
+    """A session fixture ``name`` handing out the warmed-up server of SERVER_FIXTURES[name]."""
+    spec = SERVER_FIXTURES[name]
+
+    def server(webui_servers):
+        return webui_servers.acquire(spec)
+
+    server.__doc__ = f"{'Full gradio UI + API' if spec.ui else 'API-only (--nowebui) WebUI'} with {what}, warmed up."
+    return pytest.fixture(scope="session", name=name)(server)
 
 
-@pytest.fixture(scope="session")
-def sdxl_server(webui_servers):
-    """API-only WebUI with sdxl_base_graded (sdxl_refiner_graded in the same ckpt dir),
-    warmed up with one full base+refiner run (refiner_switch_at 0.5)."""
-    return webui_servers.acquire(SDXL)
-
-
-@pytest.fixture(scope="session")
-def sd3_server(webui_servers):
-    """API-only WebUI with a generated SD3 checkpoint (flow matching; T5 off), warmed up."""
-    return webui_servers.acquire(SD3)
-
-
-@pytest.fixture(scope="session")
-def flux_server(webui_servers):
-    """API-only WebUI with a generated Flux.1-dev checkpoint (small transformer, full-size text encoders), warmed up."""
-    return webui_servers.acquire(FLUX)
-
-
-@pytest.fixture(scope="session")
-def sd1_inpaint_server(webui_servers):
-    """API-only WebUI with a 9-channel inpainting SD1 made from sd1_graded at test time, warmed up."""
-    return webui_servers.acquire(SD1_INPAINT)
-
-
-@pytest.fixture(scope="session")
-def sdxl_inpaint_server(webui_servers):
-    """API-only WebUI with a 9-channel SDXL inpainting checkpoint made from sdxl_base_graded at test time, warmed up."""
-    return webui_servers.acquire(SDXL_INPAINT)
-
-
-@pytest.fixture(scope="session")
-def sd1_edit_server(webui_servers):
-    """API-only WebUI with an 8-channel instruct-pix2pix SD1 made from sd1_graded at test time, warmed up."""
-    return webui_servers.acquire(SD1_EDIT)
-
-
-@pytest.fixture(scope="session")
-def ui_server(webui_servers):
-    """Full gradio UI + API with sd1_graded (or the host's SD1.5 stand-in), warmed up."""
-    return webui_servers.acquire(UI)
+sd1_server = _server_fixture("sd1_server", "sd1_graded (or the host's SD1.5 stand-in)")
+sdxl_server = _server_fixture("sdxl_server", "sdxl_base_graded (sdxl_refiner_graded in the same ckpt dir), and one full "
+                                             "base+refiner run (refiner_switch_at 0.5)")
+sd3_server = _server_fixture("sd3_server", "a generated SD3 checkpoint (flow matching; T5 off)")
+flux_server = _server_fixture("flux_server", "a generated Flux.1-dev checkpoint (small transformer, full-size text encoders)")
+sd1_inpaint_server = _server_fixture("sd1_inpaint_server", "a 9-channel inpainting SD1 made from sd1_graded at test time")
+sdxl_inpaint_server = _server_fixture("sdxl_inpaint_server", "a 9-channel SDXL inpainting checkpoint made from sdxl_base_graded at test time")
+sd1_edit_server = _server_fixture("sd1_edit_server", "an 8-channel instruct-pix2pix SD1 made from sd1_graded at test time")
+ui_server = _server_fixture("ui_server", "sd1_graded (or the host's SD1.5 stand-in)")
 
 
 @pytest.fixture(autouse=True)
