@@ -252,7 +252,7 @@ def preprocessor_maps(p: Any, args: DifferentialDiffusionArgs) -> dict[int, MapV
     _preprocessor_parameters.clear()
     for index, image in enumerate(p.init_images):
         output, used = preprocessors.make_map(args.preprocessor, image)
-        maps[index] = decode_map_and_hash(output)[0]
+        maps[index] = MapValues.decoded(output)  # no hash: the infotext names the preprocessor
         if TEST_HOOKS:
             _preprocessor_parameters[index] = used
     return maps
