@@ -28,15 +28,11 @@ in memory): the same arguments give the same bytes.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_sd35_checkpoint import CLIPL, DT, Plan, clip, save_plan, t5xxl, vae  # noqa: E402
+from make_sd35_checkpoint import CLIPL, DT, Plan, clip, new_parser, save_plan, start, t5xxl, vae  # noqa: E402
 
 HEAD_DIM = 128  # Flux.1's rotary axes 16 + 56 + 56: Neo takes heads = hidden // 128
 
@@ -74,22 +70,13 @@ def flux(p: Plan, heads: int, double: int, single: int, guidance: bool, out_gain
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=1234)
+    ap = new_parser(__doc__, "transformer")
     ap.add_argument("--heads", type=int, default=2, help="hidden = 128*heads")
     ap.add_argument("--double", type=int, default=1, help="double-stream blocks")
     ap.add_argument("--single", type=int, default=1, help="single-stream blocks")
     ap.add_argument("--schnell", action="store_true", help="no guidance_in (Flux.1-schnell: no distilled CFG)")
-    ap.add_argument("--out-gain", type=float, default=0.5, help="scale of the transformer's output layer")
-    ap.add_argument("--dtype", choices=list(DT), default="fp16", help="transformer, VAE, CLIP-L and T5 norms")
-    ap.add_argument("--t5-dtype", choices=list(DT), default="fp8", help="the T5-XXL weights")
     a = ap.parse_args()
-
-    t0 = time.time()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    plan = Plan(a.seed)
-    dt = DT[a.dtype]
+    plan, dt, t0 = start(a)
     flux(plan, a.heads, a.double, a.single, not a.schnell, a.out_gain, dt)
     vae(plan, dt, prefix="vae.")
     clip(plan, "text_encoders.clip_l.transformer.", CLIPL, dt)

@@ -239,22 +239,30 @@ def write_streamed(plan: Plan, path: str, metadata: dict) -> int:
     return offset
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def new_parser(doc: str, model: str) -> argparse.ArgumentParser:
+    """The arguments every flow-model generator here takes (``model``: what its transformer is called)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--out-gain", type=float, default=0.5, help=f"scale of the {model}'s output layer")
+    ap.add_argument("--dtype", choices=list(DT), default="fp16", help=f"{model}, VAE, CLIP and T5 norms")
+    ap.add_argument("--t5-dtype", choices=list(DT), default="fp8", help="the T5-XXL weights")
+    return ap
+
+
+def start(a: argparse.Namespace) -> tuple[Plan, torch.dtype, float]:
+    """An empty plan for ``a``'s seed, the weights' type, and the start time."""
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    return Plan(a.seed), DT[a.dtype], time.time()
+
+
+def main():
+    ap = new_parser(__doc__, "MMDiT")
     ap.add_argument("--depth", type=int, default=2, help="MMDiT depth; hidden = 64*depth, heads = depth")
     ap.add_argument("--patch", type=int, default=2)
     ap.add_argument("--pe-max", type=int, default=16, help="pos_embed grid; max image side = pe_max*patch*8 px")
-    ap.add_argument("--out-gain", type=float, default=0.5, help="scale of the MMDiT output layer")
-    ap.add_argument("--dtype", choices=list(DT), default="fp16", help="MMDiT, VAE, CLIP-L/G and T5 norms")
-    ap.add_argument("--t5-dtype", choices=list(DT), default="fp8", help="the T5-XXL weights")
     a = ap.parse_args()
-
-    t0 = time.time()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    plan = Plan(a.seed)
-    dt = DT[a.dtype]
+    plan, dt, t0 = start(a)
     mmdit(plan, a.depth, a.patch, a.pe_max, a.out_gain, dt)
     vae(plan, dt)
     clip(plan, "text_encoders.clip_l.transformer.", CLIPL, dt)
