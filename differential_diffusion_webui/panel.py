@@ -127,8 +127,9 @@ def build(host_components: dict[str, Any]) -> tuple[list, list, list]:
         with gr.Group(visible=defaults["source"] == "preprocessor", elem_id=f"{ELEM_PREFIX}_preprocessor_group") as preprocessor_group:
             with gr.Row():
                 # Names pasted from another WebUI's infotext stay (the run then says this one lacks it).
-                preprocessor = gr.Dropdown(choices=preprocessors.names(), allow_custom_value=True, **_setting_kwargs("preprocessor", defaults))
-                depth = background_preprocessor(preprocessors.names())
+                names = preprocessors.names()
+                preprocessor = gr.Dropdown(choices=names, allow_custom_value=True, **_setting_kwargs("preprocessor", defaults))
+                depth = background_preprocessor(names)
                 background = gr.Button(
                     "Change the background (depth, inverted)", visible=depth is not None, elem_id=f"{ELEM_PREFIX}_change_background",
                 )  # fmt: skip

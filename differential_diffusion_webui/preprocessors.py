@@ -86,8 +86,9 @@ def available() -> dict[str, Runner]:
     return runners
 
 
-def names() -> list[str]:
-    return sorted(available(), key=str.lower)
+def names(runners: dict[str, Runner] | None = None) -> list[str]:
+    """The names of ``runners`` (default: this host's), in the order the UI lists them."""
+    return sorted(available() if runners is None else runners, key=str.lower)
 
 
 def check_name(name: str) -> Runner:
@@ -99,7 +100,7 @@ def check_name(name: str) -> Runner:
         raise DifferentialDiffusionError(
             "preprocessor", "this WebUI has no preprocessors (A1111 gets them with the sd-webui-controlnet extension; Forge has them built in)"
         )
-    raise DifferentialDiffusionError("preprocessor", f"unknown preprocessor {name!r} (this WebUI has: {', '.join(sorted(runners, key=str.lower))})")
+    raise DifferentialDiffusionError("preprocessor", f"unknown preprocessor {name!r} (this WebUI has: {', '.join(names(runners))})")
 
 
 def make_map(name: str, init_image: Image.Image) -> tuple[np.ndarray, dict[str, Any]]:
@@ -136,9 +137,9 @@ def wanted_file(error: BaseException) -> tuple[str, str] | None:
     while traceback is not None:
         frames.append(traceback.tb_frame.f_locals)
         traceback = traceback.tb_next
-    for names in reversed(frames):
-        url = next((str(names[key]) for key in _URL_LOCALS if isinstance(names.get(key), str) and "://" in names[key]), "")
-        path = next((str(names[key]) for key in _FILE_LOCALS if isinstance(names.get(key), str) and names[key]), "")
+    for local in reversed(frames):
+        url = next((str(local[key]) for key in _URL_LOCALS if isinstance(local.get(key), str) and "://" in local[key]), "")
+        path = next((str(local[key]) for key in _FILE_LOCALS if isinstance(local.get(key), str) and local[key]), "")
         if url:
             return path or url.rsplit("/", 1)[-1], url
     return None

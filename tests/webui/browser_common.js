@@ -51,6 +51,18 @@ async function launchLoopbackOnly(pw, cfg, result, { viewport, timeout }) {
   return { ctx, page };
 }
 
+// The script's JSON config (first argument), playwright-core and the default timeout.
+function scriptConfig() {
+  const cfg = JSON.parse(process.argv[2] || '{}');
+  return { cfg, pw: require(cfg.playwrightCore || 'playwright-core'), timeout: cfg.timeoutMs || 120000 };
+}
+
+// step(text): appends "<seconds since start>s text" to result.steps.
+function stepRecorder(result) {
+  const t0 = Date.now();
+  return (s) => { result.steps.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${s}`); };
+}
+
 // Load the WebUI page and switch to its img2img tab.
 async function openImg2imgTab(page, url, timeout) {
   await page.goto(url, { waitUntil: 'domcontentloaded', timeout });
@@ -76,4 +88,4 @@ function runAndReport(main, result, totalTimeoutMs, name) {
     });
 }
 
-module.exports = { isLoopback, launchLoopbackOnly, openImg2imgTab, runAndReport };
+module.exports = { isLoopback, launchLoopbackOnly, openImg2imgTab, runAndReport, scriptConfig, stepRecorder };

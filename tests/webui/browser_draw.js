@@ -24,11 +24,9 @@
 
 const path = require('path');
 const fs = require('fs');
-const { launchLoopbackOnly, openImg2imgTab, runAndReport } = require('./browser_common');
+const { launchLoopbackOnly, openImg2imgTab, runAndReport, scriptConfig, stepRecorder } = require('./browser_common');
 
-const cfg = JSON.parse(process.argv[2] || '{}');
-const pw = require(cfg.playwrightCore || 'playwright-core');
-const timeout = cfg.timeoutMs || 120000;
+const { cfg, pw, timeout } = scriptConfig();
 const P = 'differential_diffusion';
 const STAGE = `#${P}_draw_editor .dd-draw-stage`;
 
@@ -40,8 +38,7 @@ const result = {
   generateWaitMs: null, encodes: null, frames: null,
   inpaint: null,
 };
-const t0 = Date.now();
-const step = (s) => { result.steps.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${s}`); };
+const step = stepRecorder(result);
 
 async function setNumber(page, elemId, value) {
   const box = page.locator(`#${elemId} input[type=number]`).first();

@@ -11,19 +11,16 @@
 
 const path = require('path');
 const fs = require('fs');
-const { launchLoopbackOnly, openImg2imgTab, runAndReport } = require('./browser_common');
+const { launchLoopbackOnly, openImg2imgTab, runAndReport, scriptConfig, stepRecorder } = require('./browser_common');
 
-const cfg = JSON.parse(process.argv[2] || '{}');
-const pw = require(cfg.playwrightCore || 'playwright-core');
-const timeout = cfg.timeoutMs || 120000;
+const { cfg, pw, timeout } = scriptConfig();
 const P = 'differential_diffusion';
 
 const result = {
   ok: false, steps: [], consoleErrors: [], consoleWarnings: [], pageErrors: [], failedRequests: [], blockedRequests: [],
   screenshots: {}, sources: {}, hints: {}, background: null, pasted: null, error: null,
 };
-const t0 = Date.now();
-const step = (s) => { result.steps.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${s}`); };
+const step = stepRecorder(result);
 
 async function main() {
   fs.mkdirSync(cfg.outDir, { recursive: true });

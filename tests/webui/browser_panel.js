@@ -21,11 +21,9 @@
 
 const path = require('path');
 const fs = require('fs');
-const { launchLoopbackOnly, openImg2imgTab, runAndReport } = require('./browser_common');
+const { launchLoopbackOnly, openImg2imgTab, runAndReport, scriptConfig, stepRecorder } = require('./browser_common');
 
-const cfg = JSON.parse(process.argv[2] || '{}');
-const pw = require(cfg.playwrightCore || 'playwright-core');
-const timeout = cfg.timeoutMs || 120000;
+const { cfg, pw, timeout } = scriptConfig();
 const P = 'differential_diffusion';
 
 const result = {
@@ -34,8 +32,7 @@ const result = {
   panelOpen: null, enabledChecked: null, preview: null, previewError: null, gallery: null, timings: {},
   mapFlowOk: false, fan: null,
 };
-const t0 = Date.now();
-const step = (s) => { result.steps.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${s}`); };
+const step = stepRecorder(result);
 
 // Set a gradio number/slider field by its elem_id (the number box next to the slider).
 async function setNumber(page, elemId, value) {
