@@ -150,6 +150,7 @@ CAPABILITIES = {
     "sdxl": "the fixtures' SDXL base and refiner",
     "sd3": "the generated SD3 checkpoint (flow matching)",
     "flux": "a generated Flux.1-dev checkpoint (flow matching, distilled guidance; make_flux_checkpoint.py)",
+    "zimage": "a generated Z-Image (Turbo) checkpoint (flow matching, few steps, Qwen3-4B text encoder; make_zimage_checkpoint.py)",
     "steady_encode": "an img2img request after one with another seed differs by a hair at most (the VAE encode's "
                      "draw from the global torch RNG barely shows)",
     "survives_failed_model_load": "a refiner that fails to load inside sampling fails that request only",
@@ -183,6 +184,7 @@ _NO_SMALL_SDXL_INPAINTING = ("sdxl_inpainting", "builds SDXL's text encoders at 
 _NO_SMALL_PIX2PIX = ("instruct_pix2pix", "loads SD1 only in the SD1.5 layout: the 8-channel checkpoint made from the small "
                                          "graded fixture does not load, and no SD1.5-layout instruct-pix2pix stand-in is made")
 _SOFT_NO_OP = ("soft_inpainting", "soft inpainting returns the input image unchanged (a known host no-op, Forge issue #490)")
+_NO_ZIMAGE = ("zimage", "has no Z-Image engine (Forge Neo has one)")
 _ENCODE_DRAWS = ("steady_encode", "its VAE encode draws visibly from the global torch RNG: a request after one with another "
                                   "seed differs by up to 45/255 (measured; the harness primes where it compares, "
                                   "post_img2img(prime=...))")
@@ -202,7 +204,7 @@ PROFILES = {
         "a1111", "AUTOMATIC1111",
         ("--skip-prepare-environment", "--skip-torch-cuda-test", "--use-cpu", "all", "--no-half",
          "--do-not-download-clip", "--no-download-sd-model", "--disable-nan-check"),
-        lacks=(("flux", "has no Flux support"),)),
+        lacks=(("flux", "has no Flux support"), ("zimage", "has no Z-Image support"))),
     "forge": HostProfile(
         "forge", "Forge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, gradio=4, **_SDXL_FULL,
@@ -220,7 +222,8 @@ PROFILES = {
                                               "to .corrupted"),
                ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
                ("flux", "builds Flux.1 at full size only (its huggingface_guess fixes hidden 3072, 24 heads, 19 double and "
-                        "38 single blocks: a 12B transformer), so no small generated one loads; not measured here")),
+                        "38 single blocks: a 12B transformer), so no small generated one loads; not measured here"),
+               _NO_ZIMAGE),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
         "reforge", "reForge", (*_FORGE_ARGS, "--always-cpu", "--no-download-sd-model"),
@@ -234,7 +237,9 @@ PROFILES = {
                ("flux", "runs a Flux.1 file as SD1 (load_model_for_a1111 has no Flux path: v1 config, CLIP-L only), so "
                         "Flux's txt_in meets 77x768 where it takes T5's 4096 (measured on a Flux.1-dev file at its fixed "
                         "hidden 3072: every img2img answers 500, 'mat1 and mat2 shapes cannot be multiplied (154x768 and "
-                        "4096x3072)')")),
+                        "4096x3072)')"),
+               ("zimage", "has no Z-Image engine (its ldm_patched detects Lumina 2 only at Lumina's fixed 2304 width, and "
+                          "its loader runs Flux-type files as SD1)")),
         extra_samplers=(
             "Euler Dy", "Euler SMEA Dy", "Euler Negative", "Euler Negative Dy", "DPM++ SDE Classic", "ER SDE",
             "Kohaku_LoNyu_Yog", "Euler CFG++", "Euler Ancestral CFG++", "DPM++ 2S Ancestral CFG++", "DPM++ 2M CFG++",
@@ -252,7 +257,7 @@ PROFILES = {
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, **_SDXL_FULL,
         lacks=(_SD15_ONLY, _ENCODE_DRAWS,
                ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "has no SD3 support"), ("flux", "has no Flux support (no Flux code in its tree)"),
+               ("sd3", "has no SD3 support"), ("flux", "has no Flux support (no Flux code in its tree)"), _NO_ZIMAGE,
                ("cfg_from_first_call", "runs the first model call of every run without CFG even at skip early CFG 0 "
                                        "(`0 <= step/total <= skip`), so a pixel released mid-run takes its first step with CFG "
                                        "where plain img2img's first step has none (README, Limits)"),
@@ -272,7 +277,10 @@ PROFILES = {
         fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4,
         # Flux requests as its own UI preset for Flux.1 sets them (modules_forge/presets.py: Euler, scheduler
         # "Beta", CFG 1, distilled CFG 3): Flux.1-dev is guidance-distilled and runs without a negative pass.
-        request_defaults=(("flux", (("scheduler", "Beta"), ("cfg_scale", 1.0), ("distilled_cfg_scale", 3.0))),),
+        # Z-Image Turbo as its preset "zit" sets it: Euler, "Beta", CFG 1 (no negative pass), and Shift 9,
+        # which Neo takes from the distilled CFG field (processing.py: sd_model.set_shift(p.distilled_cfg_scale)).
+        request_defaults=(("flux", (("scheduler", "Beta"), ("cfg_scale", 1.0), ("distilled_cfg_scale", 3.0))),
+                          ("zimage", (("scheduler", "Beta"), ("cfg_scale", 1.0), ("distilled_cfg_scale", 9.0)))),
         # Its default "Original" emphasis rescales the conditioning by the ratio of its means; the random
         # stand-in's text embedding has a mean of ~0, which makes that 0/0: NaN latents on every run.
         options=(("emphasis", "None"),),
@@ -463,6 +471,9 @@ SD3 = ServerSpec("sd3", "sd3_tiny", options=(("sd3_enable_t5", False),), generat
 # Flux.1-dev (flow matching, distilled guidance): a small seeded random transformer with full-size CLIP-L,
 # T5-XXL (fp8) and VAE, generated into the cache (make_flux_checkpoint.py).
 FLUX = ServerSpec("flux", "flux_rand", generated="flux")
+# Z-Image Turbo (flow matching, few steps): a full-width transformer with one main layer and a full
+# Qwen3-4B text encoder in fp8 (make_zimage_checkpoint.py).
+ZIMAGE = ServerSpec("zimage", "zimage_rand", generated="zimage")
 SD1_INPAINT = ServerSpec("sd1_inpaint", "sd1_inpaint_graded", generated="sd1_inpaint")
 SDXL_INPAINT = ServerSpec("sdxl_inpaint", "sdxl_inpaint_graded", generated="sdxl_inpaint")
 SD1_EDIT = ServerSpec("sd1_edit", "sd1_edit_graded", generated="sd1_edit")
@@ -483,6 +494,10 @@ GENERATED_CHECKPOINTS = {
     # builds them from fixed configs (this folder's make_flux_checkpoint.py): 4.8 GiB, 4.5 minutes on 2
     # busy cores (streamed, 2.1 GB RSS).
     "flux": {"stem": "flux_rand", "script": "make_flux_checkpoint.py", "args": (), "ours": True},
+    # Z-Image Turbo for Forge Neo, which tells it by its width (3840) and reads only the main layer count
+    # from the weights: one main layer plus the fixed 2 + 2 refiner blocks (0.93B, bf16), the Flux VAE,
+    # and Qwen3-4B (36 layers, float8_e4m3fn) as the host builds it from a fixed config.
+    "zimage": {"stem": "zimage_rand", "script": "make_zimage_checkpoint.py", "args": (), "ours": True},
     # Forge-family stand-ins for sd1_graded and sd1_rand (PROFILES): SD1.5 layout, smaller UNet, random
     # weights (about 600 MiB, 15-45 s each); the generator imports a WebUI tree's ldm code ("ldm").
     "sd15": {"stem": "sd15_rand_small", "script": "make_sd15_checkpoint.py", "args": (), "ldm": True, "env": "SD_WEBUI_SD15_CKPT"},

@@ -239,14 +239,15 @@ def write_streamed(plan: Plan, path: str, metadata: dict) -> int:
     return offset
 
 
-def new_parser(doc: str, model: str) -> argparse.ArgumentParser:
-    """The arguments every flow-model generator here takes (``model``: what its transformer is called)."""
+def new_parser(doc: str, model: str, encoder: str = "T5-XXL") -> argparse.ArgumentParser:
+    """The arguments every flow-model generator here takes (``model``: what its transformer is called,
+    ``encoder``: the large text encoder whose weights ``--t5-dtype`` sets)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out-gain", type=float, default=0.5, help=f"scale of the {model}'s output layer")
-    ap.add_argument("--dtype", choices=list(DT), default="fp16", help=f"{model}, VAE, CLIP and T5 norms")
-    ap.add_argument("--t5-dtype", choices=list(DT), default="fp8", help="the T5-XXL weights")
+    ap.add_argument("--dtype", choices=list(DT), default="fp16", help=f"{model}, VAE, CLIP and {encoder} norms")
+    ap.add_argument("--t5-dtype", choices=list(DT), default="fp8", help=f"the {encoder} weights")
     return ap
 
 

@@ -1,4 +1,4 @@
-"""Model families on the real host: SD1, SDXL and the flow-matching families SD3 and Flux.1.
+"""Model families on the real host: SD1, SDXL and the flow-matching families SD3, Flux.1 and Z-Image.
 
 The promise checked on each: a pixel released at step k starts exactly where plain img2img at
 its strength starts, the host's "Extra noise" included. A uniform map v at strength 1 is run
@@ -6,7 +6,7 @@ its strength starts, the host's "Extra noise" included. A uniform map v at stren
 which turns skipping off and changes nothing else), so every pixel is pinned for the first steps
 and then released: the result must be plain img2img at v with the same prompt.
 
-The flow families (``flow_server``: SD3, Flux.1, each where the host can load a small one) also
+The flow families (``flow_server``: SD3, Flux.1, Z-Image Turbo, each where the host can load a small one) also
 get the everyday properties (all-ones is plain img2img for every sampler the host lists, all-zeros
 is the input, a half map keeps its half, batches, X/Y/Z) and the Preview's release steps against
 the run's. Their checkpoints are generated (``host.GENERATED_CHECKPOINTS``); a VAE encode may draw
@@ -22,8 +22,9 @@ import torch
 from lib_differential_diffusion.maps import to_latent
 from lib_differential_diffusion.preview import PREVIEW_LEVELS
 from lib_differential_diffusion.schedule import release_steps
-from webui.host import (FLUX, MEASUREMENTS, SD3, SCRIPT_TITLE, decode_images, images_equal, make_init_image, make_map_image,
-                        max_change, mean_change, options_set_back, post_img2img, response_info, xyz_args, xyz_axis_labels)
+from webui.host import (FLUX, MEASUREMENTS, SD3, SCRIPT_TITLE, ZIMAGE, decode_images, images_equal, make_init_image,
+                        make_map_image, max_change, mean_change, options_set_back, post_img2img, response_info, xyz_args,
+                        xyz_axis_labels)
 from webui.test_extension import NEVER, assert_ok, dd, last_run
 
 pytestmark = pytest.mark.webui
@@ -34,7 +35,7 @@ NO_SKIP_PROMPT = "[a:a:5]"
 TIMESTEP_SAMPLERS = {"DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM"}
 # The flow-matching families: (name in measurements, server spec); each test runs once per family the
 # host can load (marker ``needs``: a host without one skips with its profile's reason).
-FLOW_FAMILIES = {"sd3": ("SD3", SD3), "flux": ("Flux", FLUX)}
+FLOW_FAMILIES = {"sd3": ("SD3", SD3), "flux": ("Flux", FLUX), "zimage": ("Z-Image", ZIMAGE)}
 
 
 def measure(line: str) -> None:
