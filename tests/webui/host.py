@@ -274,7 +274,9 @@ PROFILES = {
             "DPM++ 2M SGMUniform", "DPM++ 2M SDE SGMUniform")),
     "neo": HostProfile(
         "neo", "Forge Neo", (*_FORGE_ARGS, "--cpu"), ckpt_dir_flag="--ckpt-dirs", ckpt_flag=None,
-        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4,
+        fixture_checkpoints=False, stand_ins=_SD15_STAND_INS + _SDXL_STAND_INS, generated_stand_ins=_SD15_GENERATED, gradio=4,
+        # the full-size SDXL pair as on Forge, with its own names for the 16-bit storage flags
+        lifted_by=_SDXL_FULL["lifted_by"], stand_in_args=(("sdxl_full", ("--bf16-unet", "--fp16-text-enc")),),
         # Flux requests as its own UI preset for Flux.1 sets them (modules_forge/presets.py: Euler, scheduler
         # "Beta", CFG 1, distilled CFG 3): Flux.1-dev is guidance-distilled and runs without a negative pass.
         # Z-Image Turbo as its preset "zit" sets it: Euler, "Beta", CFG 1 (no negative pass), and Shift 9,
@@ -288,8 +290,7 @@ PROFILES = {
         size_multiple=64,
         sigma_samplers=("UniPC",),  # modules/sd_samplers_kdiffusion.py lists it (sd_samplers_extra.sample_unipc)
         lacks=(_SD15_ONLY, _ENCODE_DRAWS,
-               ("sdxl", "builds SDXL's text encoders at full size from fixed configs: the fixtures' small SDXL pair does not load"),
-               _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
+               ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
                ("sd3", "has no SD3 engine (backend/diffusion_engine)")),
         extra_samplers=("DPM++ 2s a RF", "ER SDE", "Res Multistep", "Kohaku LoNyu Yog", "DPM++ 2M CFG++", "Euler a CFG++",
                         "Euler CFG++")),
