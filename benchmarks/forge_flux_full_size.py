@@ -11,9 +11,11 @@ Forge would run instead, with Forge's own code and no file (a full fp8 Flux.1-de
 * the config: Forge's huggingface_guess on the key names of a Flux.1-dev file (meta tensors);
 * building: Forge's loader path for an fp8 file (backend/loader.py: the detected float8_e4m3fn
   is the storage type, the computation type comes from memory_management, the model is built
-  under using_forge_operations with manual casting), timed;
-* weights: filled in place from a seeded generator (what a file's load_state_dict would copy
-  in; Forge's loader holds the file's state dict and the model at once while it copies);
+  under using_forge_operations with manual casting, then backend/state_dict.load_state_dict),
+  timed, the file's read aside;
+* weights: a seeded fp8 state dict in memory (make_flux_checkpoint.py's tensors at Forge's size),
+  given to Forge's load_state_dict as a file's would be (its Linear layers take the tensors
+  themselves when the type matches: no second copy);
 * model calls: the transformer's forward at --size px (latent size/8), 256 T5 tokens
   (Forge's Flux context), the pooled CLIP-L vector and distilled guidance 3.5, timed one by one;
 * memory: resident and peak resident memory of this process (/proc/self/status).
@@ -26,7 +28,6 @@ import math
 import os
 import sys
 import time
-import zlib
 
 import torch
 
@@ -55,7 +56,9 @@ def main() -> None:
 
     root = os.path.abspath(a.webui_root)
     os.chdir(root)
-    sys.path.insert(0, root)
+    # as Forge's launch puts them on the path: its huggingface_guess checkout and vendored packages
+    for path in (root, os.path.join(root, "repositories", "huggingface_guess"), os.path.join(root, "packages_3rdparty")):
+        sys.path.insert(0, path)
     sys.argv = [sys.argv[0], "--always-cpu"]  # Forge's backend.args reads the command line on import
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -63,6 +66,7 @@ def main() -> None:
     from backend import memory_management
     from backend.nn.flux import IntegratedFluxTransformer2DModel
     from backend.operations import using_forge_operations
+    from backend.state_dict import load_state_dict
     from make_flux_checkpoint import flux
     from make_sd35_checkpoint import Plan
 
@@ -81,19 +85,17 @@ def main() -> None:
     say("before building")
 
     t0 = time.perf_counter()
-    with using_forge_operations(device=cpu, dtype=storage, manual_cast_enabled=storage != compute):
-        model = IntegratedFluxTransformer2DModel(**config).to(device=cpu, dtype=storage)
-    model.eval()
-    say("built", t0)
+    prefix = "model.diffusion_model."
+    state_dict = {name[len(prefix):]: make().to(dtype) for name, _, dtype, make in plan.items}
+    say("seeded fp8 state dict made (what a file's load gives Forge)", t0)
 
     t0 = time.perf_counter()
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            g = torch.Generator().manual_seed((a.seed * 1000003 + zlib.crc32(name.encode())) & 0x7FFFFFFFFFFFFFFF)
-            fan_in = tensor.shape[1] if tensor.dim() == 2 else 1
-            values = torch.randn(tensor.shape, generator=g) * (0.5 / math.sqrt(fan_in) if tensor.dim() == 2 else 0.02)
-            tensor.copy_(values + (1.0 if name.endswith("scale") else 0.0))
-    say("weights filled", t0)
+    with using_forge_operations(device=cpu, dtype=storage, manual_cast_enabled=storage != compute):
+        model = IntegratedFluxTransformer2DModel(**config).to(device=cpu, dtype=storage)
+    load_state_dict(model, state_dict)
+    del state_dict
+    model.eval()
+    say("built and loaded by Forge's loader code", t0)
 
     side = a.size // 8
     g = torch.Generator().manual_seed(a.seed)
