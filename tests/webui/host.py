@@ -148,6 +148,7 @@ def given_checkpoint(kind: str) -> Path | None:
 CAPABILITIES = {
     "graded": "the graded fixtures (sd1_graded): how much an image changes is meaningful",
     "sdxl": "the fixtures' SDXL base and refiner",
+    "sdxl_refiner": "an SDXL run that switches to the refiner mid-run works on the host (without the extension too)",
     "sd3": "the generated SD3 checkpoint (flow matching)",
     "flux": "a generated Flux.1-dev checkpoint (flow matching, distilled guidance; make_flux_checkpoint.py)",
     "zimage": "a generated Z-Image (Turbo) checkpoint (flow matching, few steps, Qwen3-4B text encoder; make_zimage_checkpoint.py)",
@@ -291,7 +292,12 @@ PROFILES = {
         sigma_samplers=("UniPC",),  # modules/sd_samplers_kdiffusion.py lists it (sd_samplers_extra.sample_unipc)
         lacks=(_SD15_ONLY, _ENCODE_DRAWS,
                ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
-               ("sd3", "has no SD3 engine (backend/diffusion_engine)")),
+               ("sd3", "has no SD3 engine (backend/diffusion_engine)"),
+               ("sdxl_refiner", "its refiner runs on the base's conditioning: processing.py caches conds by "
+                                "forge_loading_parameters, which apply_refiner sets back to the base before setup_conds, so "
+                                "every SDXL base + refiner run fails ('mat1 and mat2 shapes cannot be multiplied (2x2816 and "
+                                "2560x1536)': the base's 2816-wide vector meets the refiner's 2560), with the extension absent "
+                                "too (measured on the full-size pair)")),
         extra_samplers=("DPM++ 2s a RF", "ER SDE", "Res Multistep", "Kohaku LoNyu Yog", "DPM++ 2M CFG++", "Euler a CFG++",
                         "Euler CFG++")),
 }
@@ -792,7 +798,7 @@ class WebUIServer:
         """One throw-away generation: it waits for the background model load, and the first
         generation after a (model) load is not bit-identical to later ones."""
         payload = {}
-        if self.spec.refiner:
+        if self.spec.refiner and not self.host.profile.cannot("sdxl_refiner"):
             payload = {"refiner_checkpoint": self.model_name(self.spec.refiner), "refiner_switch_at": 0.5}
         last = None
         while True:

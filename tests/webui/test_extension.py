@@ -592,6 +592,7 @@ def test_server_keeps_serving_after_refusals(sd1_server):
 
 # --------------------------------------------------------------------------- SDXL refiner
 
+@pytest.mark.needs("sdxl_refiner")
 @pytest.mark.parametrize("switch_at", [0.5, 0.8])
 def test_refiner_run_keeps_zero_half(sdxl_server, switch_at):
     """SDXL base + refiner (switch at 0.5 / 0.8), half-black map: the black half is the input

@@ -51,6 +51,7 @@ def test_sd1_plain_img2img_non_square(sd1_server):
     assert img.size == sd1_server.host.profile.generated_size(96, 64)  # (96, 64) but where the host rounds
 
 
+@pytest.mark.needs("sdxl_refiner")
 def test_sdxl_refiner_img2img_is_deterministic(sdxl_server):
     refiner = sdxl_server.model_name("sdxl_refiner_graded")
     assert refiner == sdxl_server.host.model_stem("sdxl_refiner_graded")  # the fixture, or the host's stand-in

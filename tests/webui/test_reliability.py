@@ -575,6 +575,7 @@ def test_working_refiner_leaves_later_generations_untouched(webui_servers, broke
     base.assert_untouched("working refiner runs")
 
 
+@pytest.mark.needs("sdxl_refiner")
 def test_sdxl_refiner_failures_and_extreme_switch(sdxl_server):
     server = sdxl_server
     base = baselines(server)

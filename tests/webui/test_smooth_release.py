@@ -93,6 +93,7 @@ def test_image_between_two_levels_moves_from_one_level_to_the_other(sd1_server, 
     assert_moves_between_level_images("SD1", sampler, images)
 
 
+@pytest.mark.needs("sdxl_refiner")
 def test_sdxl_with_a_refiner_switch_moves_between_level_images(sdxl_server):
     refiner = dict(refiner_checkpoint=sdxl_server.model_name("sdxl_refiner_graded"), refiner_switch_at=0.5)
     images = [change_for(sdxl_server, "Euler", value, **refiner)[1] for value in (LOWER, *BETWEEN, UPPER)]
@@ -101,7 +102,7 @@ def test_sdxl_with_a_refiner_switch_moves_between_level_images(sdxl_server):
     assert_moves_between_level_images("SDXL + refiner", "Euler", images, from_lower=not sdxl_server.host.profile.cannot("graded"))
 
 
-@pytest.mark.needs("graded")
+@pytest.mark.needs("graded", "sdxl_refiner")
 def test_sdxl_with_a_refiner_switch_changes_strictly_between_levels(sdxl_server):
     refiner = dict(refiner_checkpoint=sdxl_server.model_name("sdxl_refiner_graded"), refiner_switch_at=0.5)
     series = [change_for(sdxl_server, "Euler", value, **refiner)[0] for value in (LOWER, *BETWEEN, UPPER)]
