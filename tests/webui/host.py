@@ -223,7 +223,8 @@ PROFILES = {
                                               "to .corrupted"),
                ("sdxl", _SDXL_FULL_ONLY), _NO_SMALL_SDXL_INPAINTING, _NO_SMALL_PIX2PIX,
                ("flux", "builds Flux.1 at full size only (its huggingface_guess fixes hidden 3072, 24 heads, 19 double and "
-                        "38 single blocks: a 12B transformer), so no small generated one loads; not measured here"),
+                        "38 single blocks: a 12B transformer), so no small generated one loads (its cost at full size: "
+                        "benchmarks/forge_flux_full_size.py, README Limits)"),
                _NO_ZIMAGE),
         extra_samplers=("HeunPP2", "IPNDM", "IPNDM_V", "DEIS", "DDPM")),
     "reforge": HostProfile(
