@@ -28,6 +28,13 @@ def upscaler_index(server, name: str) -> int:
     return [u["name"] for u in server.get("/sdapi/v1/upscalers").json()].index(name)
 
 
+def upscaler_and_source(server, init: Image.Image) -> tuple[str, Image.Image]:
+    """The host's "Nearest" upscaler and ``init``; on a host without one (Neo: "None" and ESRGAN models
+    only, whose weights cannot be downloaded here) "None" and ``init`` upscaled by Nearest beforehand."""
+    upscalers = [u["name"] for u in server.get("/sdapi/v1/upscalers").json()]
+    return ("Nearest", init) if "Nearest" in upscalers else ("None", Image.fromarray(nearest_x2(init)))
+
+
 def nearest_x2(image: Image.Image) -> np.ndarray:
     """The "Nearest" upscaler at scale 2 (modules/upscaler.py UpscalerNearest)."""
     return np.asarray(image.convert("RGB").resize((image.width * 2, image.height * 2), resample=Image.NEAREST))
@@ -41,8 +48,7 @@ def test_sd_upscale_tiles_take_their_part_of_the_map(sd1_server, overlap, batch_
     gets the input upscaled by Nearest beforehand and the "None" upscaler: the same tiles."""
     init = make_init_image(64, 64)
     upscaled = nearest_x2(init)
-    upscalers = [u["name"] for u in sd1_server.get("/sdapi/v1/upscalers").json()]
-    upscaler, source = ("Nearest", init) if "Nearest" in upscalers else ("None", Image.fromarray(upscaled))
+    upscaler, source = upscaler_and_source(sd1_server, init)
     args = script_args(sd1_server, "sd upscale", Tile_overlap=overlap, Upscaler=upscaler_index(sd1_server, upscaler), Scale_Factor=2.0)
     r = assert_ok(post_img2img(sd1_server, init_image=source, width=64, height=64, batch_size=batch_size, denoising_strength=0.6,
                                script_name="sd upscale", script_args=args, alwayson_scripts=dd(make_map_image(kind="halves"))))
@@ -63,8 +69,8 @@ def test_ultimate_sd_upscale_follows_the_map_through_tiles_and_seam_passes(sd1_s
     upscaled = nearest_x2(init)
     # Without a Nearest upscaler (Neo) the input comes upscaled by Nearest and the script keeps its size with
     # "None" (ultimate-upscale.py: "None" resizes to the canvas, here the same size): the same tiles.
-    upscalers = [u["name"] for u in sd1_server.get("/sdapi/v1/upscalers").json()]
-    upscaler, source, scale = ("Nearest", init, 2.0) if "Nearest" in upscalers else ("None", Image.fromarray(upscaled), 1.0)
+    upscaler, source = upscaler_and_source(sd1_server, init)
+    scale = 2.0 if upscaler == "Nearest" else 1.0
     # scripts/ultimate-upscale.py run() order: info, tile_width, tile_height, mask_blur, padding, seams_fix_width,
     # seams_fix_denoise, seams_fix_padding, upscaler_index, save_upscaled_image, redraw_mode, save_seams_fix_image,
     # seams_fix_mask_blur, seams_fix_type, target_size_type, custom_width, custom_height, custom_scale
